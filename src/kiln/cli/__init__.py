@@ -1,0 +1,1 @@
+"""The ``kiln`` command: one thin module per command group."""

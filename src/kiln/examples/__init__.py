@@ -1,0 +1,1 @@
+"""The bundled example models and the code that trains them."""

@@ -1,0 +1,54 @@
+"""Test doubles for the runtime seam.
+
+``EchoBackend`` returns each input under the name ``<input>_out``; ``FailingSession``
+raises on every run. Both let serve-core tests run without a real runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kiln.runtime.base import ModelArtifact, SessionOptions
+from kiln.tensors import Signature, TensorDict, TensorSpec
+
+
+class EchoSession:
+    """Returns every input as ``<name>_out``; records how many rows each run saw."""
+
+    def __init__(self, inputs: Sequence[TensorSpec]) -> None:
+        outputs = tuple(TensorSpec(f"{s.name}_out", s.datatype, s.shape) for s in inputs)
+        self._signature = Signature(inputs=tuple(inputs), outputs=outputs)
+        self.batch_sizes: list[int] = []
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    @property
+    def providers(self) -> Sequence[str]:
+        return ("echo",)
+
+    def run(self, inputs: TensorDict, output_names: Sequence[str] | None = None) -> TensorDict:
+        first = next(iter(inputs.values()))
+        self.batch_sizes.append(int(first.shape[0]) if first.ndim else 1)
+        result = {f"{name}_out": value.copy() for name, value in inputs.items()}
+        if output_names:
+            result = {name: result[name] for name in output_names}
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+class EchoBackend:
+    """A backend whose sessions echo their inputs (see ``EchoSession``)."""
+
+    name = "echo"
+    platform = "kiln_echo"
+    default_filename = "model.echo"
+
+    def __init__(self, inputs: Sequence[TensorSpec]) -> None:
+        self._inputs = tuple(inputs)
+
+    def load(self, artifact: ModelArtifact, options: SessionOptions) -> EchoSession:
+        return EchoSession(self._inputs)

@@ -1,0 +1,1 @@
+"""Serving: the transport-neutral core (data plane, registry, batching) and its protocol adapters."""

@@ -1,0 +1,100 @@
+"""The composition root: the one place that wires concrete classes into a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import uvicorn
+
+from kiln.errors import KilnError
+from kiln.serve.codecs.limits import DecodeLimits
+from kiln.serve.dataplane import DataPlane
+from kiln.serve.protocols.http_app import HttpApp
+from kiln.serve.protocols.v2_http import v2_routes
+from kiln.serve.registry import ModelRegistry
+from kiln.serve.repository import ModelRepository
+from kiln.serve.settings import ServerSettings
+
+log = logging.getLogger("kiln.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddress:
+    protocol: str
+    host: str
+    port: int
+
+
+class KilnServer:
+    """A running kiln server: ``await start()``, then ``await stop()``.
+
+        server = KilnServer(ServerSettings.build(model_repository=[path], http_port=0))
+        await server.start()
+        ...
+        await server.stop()
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.repository = ModelRepository(settings.model_repository)
+        self.registry = ModelRegistry(self.repository)
+        self.plane = DataPlane(self.registry, strict_readiness=settings.strict_readiness)
+        self.addresses: list[BoundAddress] = []
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    def limits(self) -> DecodeLimits:
+        s = self.settings
+        return DecodeLimits(max_rank=s.max_tensor_rank, max_elements=s.max_tensor_elements,
+                            max_json_depth=s.max_json_depth)
+
+    async def start(self) -> None:
+        await self._load_initial_models()
+        if self.settings.allow_http:
+            await self._start_http()
+
+    async def _load_initial_models(self) -> None:
+        s = self.settings
+        if s.model_control_mode == "explicit":
+            names = self.repository.list() if "*" in s.load_model else s.load_model
+        else:
+            names = self.repository.list()
+        for name in names:
+            try:
+                await self.registry.load(name)
+            except KilnError:
+                pass  # recorded in the registry with its reason; other models still serve
+        log.info("models: %s", ", ".join(
+            f"{n} {self.registry.entry(n).ready_versions()}" for n in self.registry.names()
+        ) or "none")
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        app = HttpApp(v2_routes(self.plane, self.limits()), max_request_bytes=s.max_request_bytes)
+        config = uvicorn.Config(
+            app, host=s.http_address, port=s.http_port, http="httptools", loop="none",
+            lifespan="off", access_log=False, log_config=None, server_header=False,
+            date_header=False, timeout_keep_alive=30,
+        )
+        self._http = uvicorn.Server(config)
+        # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns
+        # signals, so run the same start-up/main-loop/shut-down sequence without them.
+        self._http_task = asyncio.create_task(self._http._serve())
+        while not self._http.started:
+            if self._http_task.done():
+                raise KilnError(f"cannot listen on {s.http_address}:{s.http_port} for HTTP")
+            await asyncio.sleep(0.005)
+        for server in self._http.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                self.addresses.append(BoundAddress("http", host, port))
+                log.info("HTTP (KServe V2) listening on %s:%d", host, port)
+
+    async def stop(self) -> None:
+        self.plane.accepting = False
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        await self.registry.close()

@@ -1,0 +1,1 @@
+"""Pure wire <-> TensorDict codecs; no I/O, no runtime, no web framework."""

@@ -1,0 +1,337 @@
+"""KServe V2 (Open Inference Protocol) JSON, with Triton's binary tensor data extension.
+
+A request body is a JSON header optionally followed by raw tensor bytes; the header's
+length comes from the ``Inference-Header-Content-Length`` HTTP header (the adapter passes
+it in). Responses mirror that: outputs asked for in binary follow the JSON header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from kiln.errors import InvalidArgument
+from kiln.serve.codecs.binary import decode_tensor, encode_tensor
+from kiln.serve.codecs.limits import DecodeLimits
+from kiln.serve.dataplane import ModelMetadata, ServerMetadata
+from kiln.serve.messages import InferenceRequest, InferenceResponse, RequestedOutput
+from kiln.tensors import DataType, TensorSpec, element_count, format_shape
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_INT_RANGES = {d: (int(np.iinfo(d.numpy).min), int(np.iinfo(d.numpy).max))
+               for d in DataType if d.numpy.kind in "iu"}
+
+
+def loads(body: bytes | memoryview, what: str = "request body") -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+
+
+def decode_infer_request(
+    body: bytes,
+    *,
+    model_name: str,
+    model_version: str | None,
+    header_length: int | None,
+    limits: DecodeLimits,
+    single_input: Callable[[], TensorSpec] | None = None,
+) -> InferenceRequest:
+    """Decode a V2 inference request (JSON, JSON + binary, or a raw binary single input)."""
+    view = memoryview(body)
+    if header_length == 0:
+        if single_input is None:
+            raise InvalidArgument("a raw binary request needs a model with exactly one input")
+        return _raw_binary_request(view, model_name, model_version, single_input(), limits)
+    if header_length is not None and header_length > len(body):
+        raise InvalidArgument(
+            f"Inference-Header-Content-Length is {header_length} but the body has only "
+            f"{len(body)} bytes"
+        )
+    split = header_length if header_length is not None else len(body)
+    doc = loads(view[:split], "inference request header")
+    if not isinstance(doc, dict):
+        raise InvalidArgument("inference request must be a JSON object")
+    binary = view[split:]
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidArgument("field 'id' must be a string")
+    parameters = _parameters(doc.get("parameters"), "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidArgument("field 'inputs' must be a non-empty list of input tensors")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, item in enumerate(raw_inputs):
+        name, array, used = _decode_input(item, index, binary[offset:], limits)
+        if name in inputs:
+            raise InvalidArgument(f"input '{name}' appears twice in the request")
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InvalidArgument(
+            f"the body holds {len(binary) - offset} bytes of binary data that no input "
+            "claims (check binary_data_size and Inference-Header-Content-Length)"
+        )
+    return InferenceRequest(
+        model_name=model_name, model_version=model_version, id=request_id,
+        parameters=parameters, inputs=inputs, outputs=_requested_outputs(doc.get("outputs")),
+    )
+
+
+def _decode_input(item: Any, index: int, binary: memoryview,
+                  limits: DecodeLimits) -> tuple[str, np.ndarray, int]:
+    if not isinstance(item, dict):
+        raise InvalidArgument(f"inputs[{index}] must be a JSON object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"inputs[{index}] needs a 'name' string")
+    what = f"input '{name}'"
+    datatype = _datatype(item.get("datatype"), what)
+    shape = _shape(item.get("shape"), what, limits)
+    count = _count(shape, what, limits)
+    params = _parameters(item.get("parameters"), what)
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(f"{what}: binary_data_size must be a non-negative integer")
+        if "data" in item:
+            raise InvalidArgument(f"{what} has both 'data' and binary_data_size; send one")
+        if size > len(binary):
+            raise InvalidArgument(
+                f"{what} declares binary_data_size {size} but only {len(binary)} bytes of "
+                "binary data remain in the body"
+            )
+        return name, decode_tensor(binary[:size], datatype, shape, count, what=what), size
+    if "data" not in item:
+        raise InvalidArgument(f"{what} has no 'data' (and no binary_data_size parameter)")
+    if not datatype.json_capable:
+        raise InvalidArgument(
+            f"{what}: {datatype.v2} data cannot travel as JSON; send it as binary data "
+            "(binary_data_size parameter)"
+        )
+    return name, json_to_array(item["data"], datatype, shape, count, what=what, limits=limits), 0
+
+
+def json_to_array(data: Any, datatype: DataType, shape: tuple[int, ...], count: int, *,
+                  what: str, limits: DecodeLimits) -> np.ndarray:
+    """JSON ``data`` (nested or flat, row-major) -> array of ``shape``, checking every value."""
+    if not isinstance(data, list):
+        data = [data]
+    depth, probe = 0, data
+    while isinstance(probe, list) and probe:
+        depth += 1
+        if depth > limits.max_json_depth:
+            raise InvalidArgument(f"{what}: data is nested deeper than {limits.max_json_depth}")
+        probe = probe[0]
+    if datatype is DataType.BYTES:
+        return _json_bytes(data, shape, count, what)
+    try:
+        array = np.asarray(data)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{what}: data is ragged or holds values of mixed kinds") from None
+    if array.size != count:
+        raise InvalidArgument(
+            f"{what} declares shape {format_shape(shape)} ({count} elements) but data holds "
+            f"{array.size}"
+        )
+    if array.ndim != 1 and array.shape != shape:
+        raise InvalidArgument(
+            f"{what}: nested data has shape {format_shape(array.shape)}, declared "
+            f"{format_shape(shape)}"
+        )
+    return _convert(array, datatype, what).reshape(shape)
+
+
+def _convert(array: np.ndarray, datatype: DataType, what: str) -> np.ndarray:
+    kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(datatype.numpy)
+    if datatype is DataType.BOOL:
+        if kind != "b":
+            raise InvalidArgument(f"{what}: BOOL data must be true/false")
+        return array
+    if datatype.numpy.kind in "iu":
+        if kind not in "iu":
+            raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
+        low, high = _INT_RANGES[datatype]
+        if int(array.min()) < low or int(array.max()) > high:
+            raise InvalidArgument(f"{what}: a value is outside the range of {datatype.v2}")
+        return array.astype(datatype.numpy)
+    if kind not in "iuf":
+        raise InvalidArgument(f"{what}: {datatype.v2} data must be numbers")
+    return array.astype(datatype.numpy)
+
+
+def _json_bytes(data: list[Any], shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
+    flat = _flatten(data, what)
+    if len(flat) != count:
+        raise InvalidArgument(
+            f"{what} declares shape {format_shape(shape)} ({count} elements) but data holds "
+            f"{len(flat)}"
+        )
+    out = np.empty(count, dtype=object)
+    for i, item in enumerate(flat):
+        if not isinstance(item, str):
+            raise InvalidArgument(f"{what}: BYTES data must be strings")
+        out[i] = item.encode("utf-8")
+    return out.reshape(shape)
+
+
+def _flatten(data: list[Any], what: str) -> list[Any]:
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list[Any] = []
+    for part in data:
+        if not isinstance(part, list):
+            raise InvalidArgument(f"{what}: data is ragged")
+        out.extend(_flatten(part, what))
+    return out
+
+
+def _raw_binary_request(body: memoryview, model_name: str, model_version: str | None,
+                        spec: TensorSpec, limits: DecodeLimits) -> InferenceRequest:
+    what = f"input '{spec.name}'"
+    if spec.datatype is DataType.BYTES:
+        array = decode_tensor(body, spec.datatype, (1,), 1, what=what)
+    else:
+        known = 1
+        for d in spec.shape[1:]:
+            known *= max(d, 1)
+        per_row = known * spec.datatype.itemsize
+        if per_row == 0 or len(body) % per_row:
+            raise InvalidArgument(
+                f"{what}: {len(body)} raw bytes do not fill whole rows of {per_row} bytes"
+            )
+        shape = tuple(len(body) // per_row if d == -1 else d for d in spec.shape)
+        array = decode_tensor(body, spec.datatype, shape, _count(shape, what, limits), what=what)
+    return InferenceRequest(model_name=model_name, model_version=model_version,
+                            inputs={spec.name: array},
+                            parameters={"binary_data_output": True})
+
+
+def _datatype(value: Any, what: str) -> DataType:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} needs a 'datatype' string such as FP32")
+    try:
+        return DataType.from_v2(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what}: {exc}") from None
+
+
+def _shape(value: Any, what: str, limits: DecodeLimits) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what} needs a 'shape' list of non-negative integers")
+    if len(value) > limits.max_rank:
+        raise InvalidArgument(f"{what}: rank {len(value)} exceeds the limit {limits.max_rank}")
+    for dim in value:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise InvalidArgument(
+                f"{what}: shape {value!r:.80} must hold non-negative integers"
+            )
+    return tuple(value)
+
+
+def _count(shape: tuple[int, ...], what: str, limits: DecodeLimits) -> int:
+    try:
+        return element_count(shape, limit=limits.max_elements)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what}: {exc}") from None
+
+
+def _parameters(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} 'parameters' must be a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, bool | int | float | str):
+            raise InvalidArgument(
+                f"{what} parameter '{key}' must be a boolean, number or string"
+            )
+    return value
+
+
+def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidArgument("field 'outputs' must be a list of {\"name\": ...} objects")
+    result = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidArgument(f"outputs[{index}] needs a 'name' string")
+        result.append(RequestedOutput(item["name"], _parameters(item.get("parameters"),
+                                                                f"output '{item['name']}'")))
+    return result
+
+
+def encode_infer_response(response: InferenceResponse,
+                          request: InferenceRequest) -> tuple[bytes, int | None]:
+    """Encode a response; returns the body and the JSON header length when binary follows."""
+    default_binary = bool(request.parameters.get("binary_data_output", False))
+    wanted = {o.name: o.parameters for o in request.outputs} if request.outputs else {}
+    outputs, blobs = [], []
+    for name, array in response.outputs.items():
+        datatype = DataType.from_numpy(array.dtype)
+        binary = bool(wanted.get(name, {}).get("binary_data", default_binary))
+        entry: dict[str, Any] = {"name": name, "datatype": datatype.v2, "shape": array.shape}
+        if binary or not datatype.json_capable:
+            blob = encode_tensor(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif datatype is DataType.BYTES:
+            entry["data"] = [_text(item, name) for item in array.reshape(-1)]
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name,
+                           "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _text(item: Any, name: str) -> str:
+    if isinstance(item, str):
+        return item
+    try:
+        return bytes(item).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(
+            f"output '{name}' holds bytes that are not UTF-8 text; request it with "
+            "binary_data: true"
+        ) from None
+
+
+def encode_server_metadata(meta: ServerMetadata) -> bytes:
+    return orjson.dumps({"name": meta.name, "version": meta.version,
+                         "extensions": list(meta.extensions)})
+
+
+def encode_model_metadata(meta: ModelMetadata) -> bytes:
+    return orjson.dumps({
+        "name": meta.name,
+        "versions": list(meta.versions),
+        "platform": meta.platform,
+        "inputs": [_tensor_metadata(s) for s in meta.inputs],
+        "outputs": [_tensor_metadata(s) for s in meta.outputs],
+    })
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype.v2, "shape": list(spec.shape)}
+
+
+def encode_error(message: str) -> bytes:
+    return orjson.dumps({"error": message})

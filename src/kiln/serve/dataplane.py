@@ -1,0 +1,89 @@
+"""The transport-neutral data plane: health, metadata and inference.
+
+Protocol adapters (V2 REST, V2 gRPC, TF Serving REST) decode wire requests into
+``InferenceRequest``, call the data plane, and encode what it returns; nothing here knows
+a wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln import __version__
+from kiln.errors import InternalError
+from kiln.serve.messages import InferenceRequest, InferenceResponse
+from kiln.serve.registry import ModelRegistry
+from kiln.serve.validation import validate_request
+from kiln.tensors import TensorSpec
+
+#: Triton protocol extensions kiln implements (reported by server metadata).
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "schedule_policy")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+class DataPlane:
+    """What every protocol adapter calls; one instance per server."""
+
+    def __init__(self, registry: ModelRegistry, *, strict_readiness: bool = True) -> None:
+        self.registry = registry
+        self.strict_readiness = strict_readiness
+        self.accepting = True
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if not self.accepting:
+            return False
+        return self.registry.all_ready() if self.strict_readiness else True
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name="kiln", version=__version__, extensions=EXTENSIONS)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self.accepting and self.registry.is_ready(name, version)
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        model = self.registry.get(name, version)
+        entry = self.registry.entry(name)
+        return ModelMetadata(
+            name=name,
+            versions=tuple(str(v) for v in entry.ready_versions()),
+            platform=model.backend.platform,
+            inputs=model.signature.inputs,
+            outputs=model.signature.outputs,
+        )
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        model = self.registry.get(request.model_name, request.model_version)
+        validate_request(request, model.signature)
+        names = [o.name for o in request.outputs] if request.outputs is not None else None
+        outputs = await model.run(request.inputs, names)
+        expected = names or [s.name for s in model.signature.outputs]
+        missing = [n for n in expected if n not in outputs]
+        if missing:
+            raise InternalError(
+                f"model '{model.name}' version {model.version} returned no output(s) "
+                f"{', '.join(missing)}"
+            )
+        return InferenceResponse(
+            model_name=model.name,
+            model_version=str(model.version),
+            outputs={n: outputs[n] for n in expected},
+            id=request.id,
+        )

@@ -1,0 +1,84 @@
+"""A loaded model version: its session, its served signature and the way requests reach it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from kiln.errors import InternalError
+from kiln.runtime import Backend, ModelArtifact, Session, SessionOptions, get_backend
+from kiln.serve.repository.autocomplete import served_signature
+from kiln.serve.repository.config import ModelConfig
+from kiln.serve.repository.layout import ModelSource
+from kiln.tensors import Signature, TensorDict
+
+log = logging.getLogger("kiln.serve.model")
+
+
+class ModelVersion:
+    """One version of one model, loaded and ready to run.
+
+    Runs happen on a thread pool of ``instances.count`` threads sharing one session, so that
+    many executions proceed at once while the event loop stays free.
+    """
+
+    def __init__(self, *, name: str, version: int, config: ModelConfig, backend: Backend,
+                 session: Session, signature: Signature) -> None:
+        self.name = name
+        self.version = version
+        self.config = config
+        self.backend = backend
+        self.session = session
+        self.signature = signature
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}"
+        )
+
+    @classmethod
+    def load(cls, source: ModelSource, version: int) -> ModelVersion:
+        """Load ``source``'s ``version`` from disk; raises with the reason when it cannot."""
+        config = source.config
+        backend = get_backend(config.backend or config.platform or "onnxruntime")
+        filename = config.default_model_filename or backend.default_filename
+        path = source.version_path(version) / filename
+        if not path.is_file():
+            raise InternalError(f"model '{source.name}' version {version} has no file {path.name}")
+        started = time.perf_counter()
+        session = backend.load(ModelArtifact(path=path), session_options(config))
+        signature = served_signature(source.name, config, session.signature)
+        log.info("model %s version %s loaded in %.0f ms (providers: %s)", source.name, version,
+                 (time.perf_counter() - started) * 1e3, ", ".join(session.providers))
+        return cls(name=source.name, version=version, config=config, backend=backend,
+                   session=session, signature=signature)
+
+    async def run(self, inputs: TensorDict, output_names: Sequence[str] | None) -> TensorDict:
+        """Run the model on the thread pool; the event loop never blocks on it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.session.run, inputs, output_names)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.session.close()
+
+
+def session_options(config: ModelConfig) -> SessionOptions:
+    """Thread counts chosen so that the instances together use the cores without oversubscribing."""
+    opt = config.optimization
+    cores = os.cpu_count() or 1
+    intra = opt.intra_op_threads
+    if intra is None:
+        intra = max(1, cores // config.instances.count)
+    providers: list[str] = list(opt.execution_providers or [])
+    if not providers and config.instances.kind == "gpu":
+        providers = ["CUDAExecutionProvider"]
+    return SessionOptions(
+        intra_op_threads=intra,
+        inter_op_threads=opt.inter_op_threads if opt.inter_op_threads is not None else 1,
+        graph_optimization=opt.graph_optimization,
+        execution_providers=tuple(providers) or ("CPUExecutionProvider",),
+        allow_spinning=opt.allow_spinning if opt.allow_spinning is not None else True,
+    )

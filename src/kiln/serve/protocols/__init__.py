@@ -1,0 +1,1 @@
+"""Protocol adapters: routes + a codec + one error-mapping table each."""

@@ -1,0 +1,133 @@
+"""A minimal ASGI layer: request reading with limits, responses, and a visible route table.
+
+kiln's HTTP path is written against raw ASGI rather than a web framework because the
+per-request cost of routing, validation and middleware in frameworks is most of a small
+model's serving time (see ``benchmarks/``); this module keeps the plumbing to what the
+protocols need.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln.errors import InvalidArgument, ResourceExhausted
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[bytes, bytes]
+    params: dict[str, str]
+    body: bytes = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        return self.headers.get(name)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint. ``group`` names the API group it belongs to (for access control)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    group: str
+    #: Whether the handler needs the request body.
+    reads_body: bool = False
+
+
+def route(method: str, path: str, handler: Handler, *, group: str,
+          reads_body: bool = False) -> Route:
+    """``path`` uses ``{name}`` placeholders for one path segment each."""
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    return Route(method, re.compile(f"{regex}$"), handler, group, reads_body)
+
+
+class Router:
+    """Finds the route for a method and path; 404 and 405 are told apart."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """Returns (route, params, path_exists)."""
+        path_exists = False
+        for candidate in self.routes:
+            found = candidate.pattern.match(path)
+            if found:
+                path_exists = True
+                if candidate.method == method:
+                    return candidate, found.groupdict(), True
+        return None, {}, path_exists
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The request body, decompressed if gzip/deflate, refused past ``limit`` bytes either way."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ResourceExhausted(
+            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+            "(--http-max-input-size)"
+        )
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ResourceExhausted(
+                f"request body exceeds the limit of {limit} bytes (--http-max-input-size)"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get(b"content-encoding", b"identity").lower()
+    if encoding in (b"gzip", b"deflate"):
+        body = _decompress(body, encoding, limit)
+    elif encoding != b"identity":
+        raise InvalidArgument(f"unsupported Content-Encoding '{encoding.decode(errors='replace')}'")
+    return body
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding == b"gzip" else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgument(f"request body is not valid {encoding.decode()} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ResourceExhausted(
+            f"decompressed request body exceeds the limit of {limit} bytes (--http-max-input-size)"
+        )
+    return out
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = [(b"content-type", response.content_type),
+               (b"content-length", str(len(response.body)).encode()), *response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

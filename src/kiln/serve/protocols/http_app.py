@@ -1,0 +1,96 @@
+"""The ASGI application every HTTP protocol mounts its routes on, and HTTP's error table."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from kiln.errors import ErrorKind, KilnError
+from kiln.serve.codecs.v2_json import encode_error
+from kiln.serve.protocols.http import (
+    Receive,
+    Request,
+    Response,
+    Route,
+    Router,
+    Scope,
+    Send,
+    read_body,
+    send_response,
+)
+
+log = logging.getLogger("kiln.serve.http")
+
+#: The one table mapping error kinds to HTTP status codes (Triton's mapping, plus 413).
+HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.PERMISSION_DENIED: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.RESOURCE_EXHAUSTED: 413,
+    ErrorKind.INTERNAL: 500,
+    ErrorKind.UNIMPLEMENTED: 501,
+    ErrorKind.UNAVAILABLE: 503,
+}
+
+
+def error_response(exc: KilnError) -> Response:
+    headers = []
+    if exc.retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+    return Response(HTTP_STATUS[exc.kind], encode_error(exc.message), headers=headers)
+
+
+class HttpApp:
+    """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``."""
+
+    def __init__(self, routes: Iterable[Route], *, max_request_bytes: int) -> None:
+        self.router = Router(routes)
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        route, params, path_exists = self.router.match(method, path)
+        if route is None:
+            status = 405 if path_exists else 404
+            message = (f"method {method} is not allowed on {path}" if path_exists
+                       else f"no endpoint at {path}")
+            await send_response(send, Response(status, encode_error(message)))
+            return
+        headers = dict(scope["headers"])
+        try:
+            body = (await read_body(receive, headers, self.max_request_bytes)
+                    if route.reads_body else b"")
+            response = await route.handler(Request(method, path, headers, params, body))
+        except KilnError as exc:
+            response = error_response(exc)
+            if exc.kind is ErrorKind.INTERNAL:
+                response = _internal(exc, method, path)
+        except Exception as exc:  # a fault in kiln: report it with an id, keep serving
+            response = _internal(exc, method, path)
+        await send_response(send, response)
+
+
+def _internal(exc: BaseException, method: str, path: str) -> Response:
+    request_id = uuid.uuid4().hex[:16]
+    log.error("internal error on %s %s (request id %s): %s", method, path, request_id, exc,
+              exc_info=exc)
+    message = exc.message if isinstance(exc, KilnError) else "internal error"
+    body = encode_error(f"{message} (request id {request_id})")
+    return Response(500, body, headers=[(b"x-request-id", request_id.encode())])
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,117 @@
+"""KServe V2 REST routes (with Triton's binary tensor extension and config endpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from google.protobuf.json_format import MessageToDict
+
+from kiln.errors import InvalidArgument
+from kiln.serve.codecs import v2_json
+from kiln.serve.codecs.limits import DecodeLimits
+from kiln.serve.dataplane import DataPlane
+from kiln.serve.protocols.http import Request, Response, Route, route
+from kiln.serve.repository.pbtxt import config_to_proto
+from kiln.tensors import TensorSpec
+
+_HEADER_LENGTH = b"inference-header-content-length"
+
+
+def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
+    """The V2 route table; each handler decodes, calls the data plane, encodes."""
+
+    async def live(request: Request) -> Response:
+        return Response(200 if plane.live() else 503)
+
+    async def ready(request: Request) -> Response:
+        return Response(200 if plane.ready() else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return Response(body=v2_json.encode_server_metadata(plane.server_metadata()))
+
+    async def model_metadata(request: Request) -> Response:
+        name, version = _model(request)
+        return Response(body=v2_json.encode_model_metadata(plane.model_metadata(name, version)))
+
+    async def model_ready(request: Request) -> Response:
+        name, version = _model(request)
+        plane.registry.entry(name)  # 404 for an unknown model
+        return Response(200 if plane.model_ready(name, version) else 503)
+
+    async def model_config(request: Request) -> Response:
+        name, version = _model(request)
+        model = plane.registry.get(name, version)
+        message = config_to_proto(name, model.backend.platform, model.backend.name,
+                                  model.config, model.signature)
+        return Response(body=orjson.dumps(_ints(MessageToDict(
+            message, preserving_proto_field_name=True))))
+
+    async def infer(request: Request) -> Response:
+        name, version = _model(request)
+        header_length = _header_length(request)
+        decoded = v2_json.decode_infer_request(
+            request.body, model_name=name, model_version=version,
+            header_length=header_length, limits=limits,
+            single_input=lambda: _single_input(plane, name, version),
+        )
+        response = await plane.infer(decoded)
+        body, json_length = v2_json.encode_infer_response(response, decoded)
+        if json_length is None:
+            return Response(body=body)
+        return Response(body=body, content_type=b"application/octet-stream",
+                        headers=[(_HEADER_LENGTH.title(), str(json_length).encode())])
+
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    routes = [
+        route("GET", "/v2/health/live", live, group="health"),
+        route("GET", "/v2/health/ready", ready, group="health"),
+        route("GET", "/v2", server_metadata, group="metadata"),
+    ]
+    for base in (model, versioned):
+        routes += [
+            route("GET", base, model_metadata, group="metadata"),
+            route("GET", f"{base}/ready", model_ready, group="health"),
+            route("GET", f"{base}/config", model_config, group="metadata"),
+            route("POST", f"{base}/infer", infer, group="infer", reads_body=True),
+        ]
+    return routes
+
+
+def _model(request: Request) -> tuple[str, str | None]:
+    return request.params["model"], request.params.get("version")
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.header(_HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidArgument("Inference-Header-Content-Length must be a non-negative integer")
+    return int(raw)
+
+
+def _single_input(plane: DataPlane, name: str, version: str | None) -> TensorSpec:
+    signature = plane.registry.get(name, version).signature
+    if len(signature.inputs) != 1:
+        raise InvalidArgument(
+            f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
+            f"input; model '{name}' has {len(signature.inputs)}"
+        )
+    return signature.inputs[0]
+
+
+
+_INT64_FIELDS = {"dims", "versions", "max_queue_delay_microseconds",
+                 "default_timeout_microseconds", "priority_levels", "default_priority_level"}
+
+
+def _ints(value: Any) -> Any:
+    """Protobuf's JSON writes 64-bit integers as strings; Triton's config JSON has numbers."""
+    if isinstance(value, dict):
+        return {k: ([int(x) for x in v] if isinstance(v, list) else int(v))
+                if k in _INT64_FIELDS else _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
