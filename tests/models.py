@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def save(model: onnx.ModelProto, repo: Path, name: str, version: int = 1,
     return folder / "model.onnx"
 
 
-def identity_model(datatypes: list[DataType] | None = None, *, batch: bool = True) -> onnx.ModelProto:
+def identity_model(datatypes: list[DataType] | None = None, *,
+                   batch: bool = True) -> onnx.ModelProto:
     """One Identity per datatype: input ``in_<TYPE>`` -> output ``out_<TYPE>``, shape [B, 4]."""
     datatypes = datatypes or IDENTITY_TYPES
     dims: list[int | str] = ["batch", 4] if batch else [2, 4]
@@ -52,7 +54,7 @@ def mlp_model(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> onn
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "input"
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]

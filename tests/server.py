@@ -47,7 +47,8 @@ class KilnProcess:
 
 @contextmanager
 def kiln_serve(repo: Path | None, *args: str, ready: bool = True, timeout_s: float = 60,
-               env: dict[str, str] | None = None, log_dir: Path | None = None) -> Iterator[KilnProcess]:
+               env: dict[str, str] | None = None,
+               log_dir: Path | None = None) -> Iterator[KilnProcess]:
     """Run ``kiln serve`` until the block ends; waits for live (and ready, unless told not to)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))

@@ -100,7 +100,7 @@ class DataType(enum.Enum):
 
     @classmethod
     def from_any(cls, name: str) -> DataType:
-        """Accept a V2 name (``FP32``), a Triton name (``TYPE_FP32``) or a TF name (``DT_FLOAT``)."""
+        """Accept a V2 (``FP32``), Triton (``TYPE_FP32``) or TF (``DT_FLOAT``) name."""
         found = _BY_V2.get(name) or _BY_TRITON.get(name) or _BY_TF.get(name)
         if found is None:
             raise ValueError(

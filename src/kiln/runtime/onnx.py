@@ -57,7 +57,7 @@ def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[st
     missing = [p for p in wanted if p not in available]
     if missing:
         log.warning("execution providers %s are not available here; using %s",
-                    ", ".join(missing), ", ".join(chosen + ["CPUExecutionProvider"]))
+                    ", ".join(missing), ", ".join([*chosen, "CPUExecutionProvider"]))
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -132,6 +132,7 @@ def _translate(exc: Exception) -> KilnError:
     """ONNX Runtime's errors, mapped once: bad input data is the caller's, the rest is ours."""
     if isinstance(exc, KilnError):
         return exc
-    if type(exc).__name__ in ("InvalidArgument", "InvalidGraph") or "invalid dimensions" in str(exc).lower():
+    invalid = type(exc).__name__ in ("InvalidArgument", "InvalidGraph")
+    if invalid or "invalid dimensions" in str(exc).lower():
         return InvalidArgument(f"the model refused the input: {exc}")
     return InternalError(f"ONNX Runtime failed: {exc}")

@@ -1,1 +1,1 @@
-"""Serving: the transport-neutral core (data plane, registry, batching) and its protocol adapters."""
+"""Serving: the transport-neutral core and its protocol adapters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -62,10 +63,9 @@ class KilnServer:
         else:
             names = self.repository.list()
         for name in names:
-            try:
+            # A failure is recorded in the registry with its reason; other models still serve.
+            with contextlib.suppress(KilnError):
                 await self.registry.load(name)
-            except KilnError:
-                pass  # recorded in the registry with its reason; other models still serve
         log.info("models: %s", ", ".join(
             f"{n} {self.registry.entry(n).ready_versions()}" for n in self.registry.names()
         ) or "none")

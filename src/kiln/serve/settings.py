@@ -96,7 +96,9 @@ class ServerSettings(BaseSettings):
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise ConfigError(f"invalid server settings: {describe_validation_error(exc, cls)}")
+            raise ConfigError(
+                f"invalid server settings: {describe_validation_error(exc, cls)}"
+            ) from None
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):

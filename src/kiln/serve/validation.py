@@ -12,7 +12,7 @@ from kiln.tensors import DataType, Signature, format_shape
 
 
 def validate_request(request: InferenceRequest, signature: Signature) -> int:
-    """Raise ``InvalidArgument``/``NotFound`` naming model, tensor and problem; return the batch size.
+    """Raise ``InvalidArgument`` naming model, tensor and problem; return the batch size.
 
     The batch size is the first dimension shared by every input (1 when the model has no
     batch dimension).

@@ -118,7 +118,9 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise InvalidArgument(f"request body is not valid {encoding.decode()} data: {exc}") from None
+        raise InvalidArgument(
+            f"request body is not valid {encoding.decode()} data: {exc}"
+        ) from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise ResourceExhausted(
             f"decompressed request body exceeds the limit of {limit} bytes (--http-max-input-size)"

@@ -22,7 +22,7 @@ _GRAPH_LEVELS = {-1: "disable", 0: "all", 1: "all", 2: "extended"}
 
 
 def load_pbtxt_config(path: Path) -> ModelConfig:
-    """Read a Triton ``config.pbtxt``; unknown Triton fields are ignored, unsupported ones refused."""
+    """Read a Triton ``config.pbtxt``; unknown fields are ignored, unsupported ones refused."""
     message = pb.ModelConfig()
     try:
         text_format.Parse(path.read_text(encoding="utf-8"), message, allow_unknown_field=True)
