@@ -144,6 +144,8 @@ def json_to_array(data: Any, datatype: DataType, shape: tuple[int, ...], count: 
             f"{what}: nested data has shape {format_shape(array.shape)}, declared "
             f"{format_shape(shape)}"
         )
+    if array.dtype.kind == "f" and datatype.numpy.kind in "iu":
+        return _big_integers(data, shape, datatype, what)
     return _convert(array, datatype, what).reshape(shape)
 
 
@@ -165,6 +167,18 @@ def _convert(array: np.ndarray, datatype: DataType, what: str) -> np.ndarray:
     if kind not in "iuf":
         raise InvalidArgument(f"{what}: {datatype.v2} data must be numbers")
     return array.astype(datatype.numpy)
+
+
+def _big_integers(data: list[Any], shape: tuple[int, ...], datatype: DataType,
+                  what: str) -> np.ndarray:
+    """Integers past the int64 range (valid UINT64 data), which numpy reads as floats."""
+    values = np.array(data, dtype=object).reshape(-1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
+    try:
+        return np.array(values, dtype=datatype.numpy).reshape(shape)
+    except OverflowError:
+        raise InvalidArgument(f"{what}: a value is outside the range of {datatype.v2}") from None
 
 
 def _json_bytes(data: list[Any], shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
