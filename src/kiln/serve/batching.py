@@ -48,6 +48,9 @@ class BatchingPolicy:
     default_priority_level: int = 0
     #: Concurrent executions of the model.
     instances: int = 1
+    #: Run the model on the event loop thread instead of the pool: for models so fast that
+    #: a thread hop costs more than they do.
+    inline: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0 or self.max_queue_delay_us < 0 or self.instances < 1:
@@ -89,6 +92,7 @@ class DynamicBatcher:
         self._queued = 0
         self._free = policy.instances
         self._timer: asyncio.TimerHandle | None = None
+        self._soon = False
         self._batching = policy.max_batch_size > 1
         self._preferred = frozenset(policy.preferred_batch_sizes)
 
@@ -118,7 +122,11 @@ class DynamicBatcher:
             pending.timer = loop.call_later(timeout / 1e6, self._expire, pending, timeout)
         self._queues[self._level(priority)].append(pending)
         self._queued += 1
-        self._dispatch()
+        if not self._soon:
+            # Dispatch after the requests that arrived in this loop iteration have queued too,
+            # so that a burst forms one batch.
+            self._soon = True
+            loop.call_soon(self._dispatch_soon)
         return await pending.future
 
     def _level(self, priority: int) -> int:
@@ -147,6 +155,10 @@ class DynamicBatcher:
                 f"request waited longer than its timeout of {timeout_us} us in the queue of "
                 f"model '{self.name}'"))
             return
+
+    def _dispatch_soon(self) -> None:
+        self._soon = False
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Start as many batches as there are free instances and ready requests."""
@@ -219,11 +231,19 @@ class DynamicBatcher:
         inputs = live[0].inputs if len(live) == 1 else _concat([p.inputs for p in live])
         input_ns = time.monotonic_ns() - started
         loop = asyncio.get_running_loop()
+        if self.policy.inline:
+            job: asyncio.Future[tuple[TensorDict, int]] = loop.create_future()
+            try:
+                job.set_result(_timed(self._run, inputs, live[0].outputs))
+            except Exception as exc:
+                job.set_exception(exc)
+            self._complete(live, job, input_ns, redispatch=False)
+            return
         job = loop.run_in_executor(self._executor, _timed, self._run, inputs, live[0].outputs)
         job.add_done_callback(lambda done: self._complete(live, done, input_ns))
 
     def _complete(self, batch: list[_Pending], done: asyncio.Future[tuple[TensorDict, int]],
-                  input_ns: int) -> None:
+                  input_ns: int, *, redispatch: bool = True) -> None:
         rows = sum(p.rows for p in batch)
         try:
             outputs, infer_ns = done.result()
@@ -242,11 +262,12 @@ class DynamicBatcher:
             for pending, part in zip(batch, parts, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(part)
-        self._finish()
+        self._finish(redispatch)
 
-    def _finish(self) -> None:
+    def _finish(self, redispatch: bool = True) -> None:
         self._free += 1
-        self._dispatch()
+        if redispatch:
+            self._dispatch()
 
     def close(self) -> None:
         if self._timer is not None:

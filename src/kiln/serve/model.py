@@ -28,7 +28,7 @@ class ModelVersion:
     """
 
     def __init__(self, *, name: str, version: int, config: ModelConfig, backend: Backend,
-                 session: Session, signature: Signature) -> None:
+                 session: Session, signature: Signature, inline: bool = False) -> None:
         self.name = name
         self.version = version
         self.config = config
@@ -39,7 +39,7 @@ class ModelVersion:
             max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}"
         )
         self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
-                                      batching_policy(config, signature))
+                                      batching_policy(config, signature, inline=inline))
 
     @classmethod
     def load(cls, source: ModelSource, version: int) -> ModelVersion:
@@ -53,11 +53,12 @@ class ModelVersion:
         started = time.perf_counter()
         session = backend.load(ModelArtifact(path=path), session_options(config))
         signature = served_signature(source.name, config, session.signature)
-        warm_up(source.name, session, signature, config.warmup)
+        run_us = warm_up(source.name, session, signature, config.warmup)
         log.info("model %s version %s loaded in %.0f ms (providers: %s)", source.name, version,
                  (time.perf_counter() - started) * 1e3, ", ".join(session.providers))
+        inline = run_us is not None and run_us < config.optimization.inline_max_us
         return cls(name=source.name, version=version, config=config, backend=backend,
-                   session=session, signature=signature)
+                   session=session, signature=signature, inline=inline)
 
     async def infer(self, inputs: TensorDict, *, rows: int, outputs: Sequence[str] | None,
                     priority: int = 0, timeout_us: int | None = None) -> TensorDict:
@@ -89,7 +90,8 @@ def session_options(config: ModelConfig) -> SessionOptions:
     )
 
 
-def batching_policy(config: ModelConfig, signature: Signature) -> BatchingPolicy:
+def batching_policy(config: ModelConfig, signature: Signature, *,
+                    inline: bool = False) -> BatchingPolicy:
     """Dynamic batching is on for models with a batch dimension unless the config says no."""
     dyn = config.dynamic_batching or DynamicBatchingConfig()
     max_batch = signature.max_batch_size if dyn.enabled else 0
@@ -102,4 +104,5 @@ def batching_policy(config: ModelConfig, signature: Signature) -> BatchingPolicy
         priority_levels=dyn.priority_levels,
         default_priority_level=dyn.default_priority_level,
         instances=config.instances.count,
+        inline=inline,
     )

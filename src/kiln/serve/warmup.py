@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -15,9 +16,13 @@ log = logging.getLogger("kiln.serve.warmup")
 
 
 def warm_up(name: str, session: Session, signature: Signature,
-            declared: list[WarmupConfig]) -> None:
-    """Run the declared warm-up requests (failing the load if one fails), or one generated
-    batch-1 request of zeros (only logged if the model refuses it)."""
+            declared: list[WarmupConfig]) -> float | None:
+    """Run the declared warm-up requests (failing the load if one fails), or generated
+    batch-1 requests of zeros (only logged if the model refuses them).
+
+    Returns the median run time of batch-1 generated requests in microseconds (``None``
+    when warm-up was declared or failed), which tells how cheap the model is.
+    """
     for warm in declared:
         inputs = warmup_inputs(signature, batch=warm.batch_size, fill=warm.inputs)
         for _ in range(warm.count):
@@ -26,12 +31,19 @@ def warm_up(name: str, session: Session, signature: Signature,
             except Exception as exc:
                 raise InternalError(f"model '{name}': warm-up '{warm.name}' failed: {exc}") from exc
     if declared:
-        return
+        return None
+    inputs = warmup_inputs(signature, batch=1, fill={})
+    times = []
     try:
-        session.run(warmup_inputs(signature, batch=1, fill={}))
+        for _ in range(5):
+            started = time.perf_counter()
+            session.run(inputs)
+            times.append((time.perf_counter() - started) * 1e6)
     except Exception as exc:  # generated zeros may not suit every model
         log.warning("model %s: generated warm-up request failed (%s); declare one in its "
                     "config's 'warmup' to warm it up", name, exc)
+        return None
+    return sorted(times)[len(times) // 2]
 
 
 def warmup_inputs(signature: Signature, *, batch: int, fill: dict[str, str]) -> TensorDict:
