@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -249,8 +250,6 @@ ERROR_CASES = {
                  "input 'in_BYTES' element 7 is not UTF-8 text"),
     "oversized": (lambda c: c.infer("add_sub", add_sub_inputs(rows=10_000)[0]),
                   "RESOURCE_EXHAUSTED", f"vs. {MAX_MESSAGE}"),
-    "statistics": (lambda c: c.get_inference_statistics("add_sub"), "UNIMPLEMENTED",
-                   "ModelStatistics: kiln does not report model statistics"),
     "repository": (lambda c: c.get_model_repository_index(), "UNIMPLEMENTED",
                    "model repository extension"),
 }
@@ -283,6 +282,19 @@ def test_malformed_messages_are_invalid_argument(server: KilnProcess, request_fa
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert message in info.value.details()
     assert_serves(client)
+
+
+def test_statistics_agree_over_grpc_and_http(server: KilnProcess,
+                                            client: grpcclient.InferenceServerClient) -> None:
+    inputs, _, _ = add_sub_inputs(rows=3)
+    client.infer("add_sub", inputs)
+    over_grpc = client.get_inference_statistics("add_sub", as_json=True)["model_stats"][0]
+    over_http = httpx.get(f"{server.base}/v2/models/add_sub/stats").json()["model_stats"][0]
+    assert int(over_grpc["inference_count"]) >= 3
+    assert int(over_grpc["inference_count"]) == over_http["inference_count"]
+    assert int(over_grpc["execution_count"]) == over_http["execution_count"]
+    assert int(over_grpc["inference_stats"]["success"]["count"]) == \
+        over_http["inference_stats"]["success"]["count"]
 
 
 def test_http_and_grpc_share_one_process_concurrently(server: KilnProcess) -> None:

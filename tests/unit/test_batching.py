@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from kiln.errors import InternalError, Unavailable
+from kiln.errors import InternalError, Overloaded, Unavailable
 from kiln.runtime.testing import EchoSession
 from kiln.serve.batching import BatchingPolicy, DynamicBatcher
 from kiln.tensors import DataType, TensorSpec
@@ -73,7 +73,7 @@ def test_full_queue_refuses_at_once() -> None:
         waiting = [asyncio.ensure_future(batcher.submit({"x": _rows(i, 1)}, rows=1))
                    for i in range(2)]
         await asyncio.sleep(0)
-        with pytest.raises(Unavailable, match="full") as info:
+        with pytest.raises(Overloaded, match="full") as info:
             await asyncio.wait_for(batcher.submit({"x": _rows(9, 1)}, rows=1), 0.5)
         assert info.value.retry_after_s is not None
         batcher.close()

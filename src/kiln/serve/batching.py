@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kiln.errors import InternalError, InvalidArgument, KilnError, Unavailable
+from kiln.errors import InternalError, InvalidArgument, KilnError, Overloaded, Unavailable
 from kiln.serve.statistics import ModelStats
 from kiln.tensors import TensorDict
 
@@ -110,7 +110,7 @@ class DynamicBatcher:
         """Queue one request of ``rows`` samples; returns its own rows of the outputs."""
         if self._queued >= self.policy.max_queue_size:
             self.stats.rejected_full += 1
-            raise Unavailable(
+            raise Overloaded(
                 f"the queue of model '{self.name}' is full ({self.policy.max_queue_size} "
                 "requests waiting); retry later", retry_after_s=1)
         loop = asyncio.get_running_loop()

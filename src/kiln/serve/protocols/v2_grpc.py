@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from kiln.errors import ErrorKind, KilnError, Unimplemented
 from kiln.proto import grpc_service_pb2 as pb
@@ -42,11 +43,11 @@ GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
     ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 #: Triton methods kiln does not offer (yet), with what the caller can do instead.
 UNIMPLEMENTED: dict[str, str] = {
-    "ModelStatistics": "kiln does not report model statistics over gRPC yet",
     **dict.fromkeys(
         ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
         "kiln does not offer the model repository extension yet; models load when "
@@ -84,6 +85,7 @@ class V2GrpcService:
             "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
             "ModelConfig": (self.model_config, pb.ModelConfigRequest),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
         }
         methods = {name: _unary(name, method, request_type.FromString)
                    for name, (method, request_type) in typed.items()}
@@ -119,6 +121,11 @@ class V2GrpcService:
         return pb.ModelConfigResponse(config=config_to_proto(
             request.name, model.backend.platform, model.backend.name, model.config,
             model.signature))
+
+    async def model_statistics(self, request: pb.ModelStatisticsRequest
+                               ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.statistics(request.name or None, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
