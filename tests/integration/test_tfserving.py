@@ -5,6 +5,7 @@ examples of TF Serving's REST API documentation (api_rest.md), adapted to models
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import shutil
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from tests.server import KilnProcess, kiln_serve
 
 ONE_THREAD = "optimization: {intra_op_threads: 1}\n"
 OK = {"error_code": "OK", "error_message": ""}
+BATCHED = "max_batch_size: 16\ndynamic_batching: {max_queue_delay_us: 30000}\n"
 
 
 def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any],
@@ -77,6 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilnProcess]:
     repo = tmp_path_factory.mktemp("tfs") / "repo"
     save(dense_softmax_model(), repo, "dense784", config=ONE_THREAD)
     save(add_sub_model(), repo, "add_sub", config=ONE_THREAD)
+    save(add_sub_model(), repo, "batched", config=ONE_THREAD + BATCHED)
     save(echo_model(), repo, "echo", config=ONE_THREAD)
     save(ranker_model(), repo, "ranker", config=ONE_THREAD)
     save(identity_model([DataType.FP32, DataType.INT64, DataType.BOOL]), repo, "identity",
@@ -230,6 +233,36 @@ def test_row_format_with_outputs_of_different_types_on_real_data(server: KilnPro
     assert [p[LABEL] for p in body["predictions"]] == labels.tolist()
     np.testing.assert_allclose([p[PROBABILITIES] for p in body["predictions"]], probabilities,
                                rtol=1e-6)
+
+
+def test_tf_serving_and_v2_requests_share_the_dynamic_batcher(server: KilnProcess) -> None:
+    def stats() -> dict[str, Any]:
+        return httpx.get(server.base + "/v2/models/batched/stats").json()["model_stats"][0]
+
+    def one(i: int) -> None:
+        a = np.full((1, 16), i, dtype=np.float32)
+        b = np.arange(16, dtype=np.float32).reshape(1, 16)
+        if i % 3 == 0:
+            body = _ok(_post(server, "/v1/models/batched:predict", {"instances": [
+                {"INPUT0": a[0].tolist(), "INPUT1": b[0].tolist()}]}))["predictions"][0]
+        elif i % 3 == 1:
+            body = _ok(_post(server, "/v1/models/batched:predict", {"inputs": {
+                "INPUT0": a.tolist(), "INPUT1": b.tolist()}}))["outputs"]
+            body = {k: v[0] for k, v in body.items()}
+        else:
+            outputs = _ok(_post(server, "/v2/models/batched/infer", {"inputs": [
+                {"name": n, "datatype": "FP32", "shape": [1, 16], "data": x.ravel().tolist()}
+                for n, x in (("INPUT0", a), ("INPUT1", b))]}))["outputs"]
+            body = {o["name"]: o["data"] for o in outputs}
+        assert body == {"OUTPUT0": (a + b)[0].tolist(), "OUTPUT1": (a - b)[0].tolist()}
+
+    before = stats()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(36)))
+    after = stats()
+    executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 36
+    assert executions < 36  # requests from both protocols were merged into batches
 
 
 def test_integer_and_boolean_tensors(server: KilnProcess) -> None:
