@@ -14,6 +14,7 @@ from kiln.errors import KilnError
 from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.protocols.http_app import HttpApp
+from kiln.serve.protocols.tfserving_http import tfserving_routes
 from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
 from kiln.serve.registry import ModelRegistry
@@ -78,7 +79,8 @@ class KilnServer:
 
     async def _start_http(self) -> None:
         s = self.settings
-        app = HttpApp(v2_routes(self.plane, self.limits()), max_request_bytes=s.max_request_bytes)
+        routes = v2_routes(self.plane, self.limits()) + tfserving_routes(self.plane, self.limits())
+        app = HttpApp(routes, max_request_bytes=s.max_request_bytes)
         config = uvicorn.Config(
             app, host=s.http_address, port=s.http_port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
@@ -96,7 +98,7 @@ class KilnServer:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 self.addresses.append(BoundAddress("http", host, port))
-                log.info("HTTP (KServe V2) listening on %s:%d", host, port)
+                log.info("HTTP (KServe V2, TF Serving REST) listening on %s:%d", host, port)
 
     async def _start_grpc(self) -> None:
         s = self.settings
