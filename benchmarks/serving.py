@@ -117,7 +117,8 @@ def _print_point(p: Point) -> None:
 
 def markdown(points: list[Point]) -> str:
     lines = ["| model | target | c | inf/s | x in-process | p50 ms | p99 ms | "
-             "server CPU us/inf | generator cores |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU us/inf | generator cores |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         lines.append(f"| {p.model} | {p.target} | {p.concurrency} | {p.inf_per_s:,.0f} | "
                      f"{p.ratio:.3f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
