@@ -7,7 +7,8 @@ Every error kiln raises on purpose is a ``KilnError`` carrying a transport-neutr
     KilnError
      ├── InvalidArgument     bad request data: 400 / INVALID_ARGUMENT
      ├── NotFound            unknown model, version or tensor: 404 / NOT_FOUND
-     ├── Unavailable         not ready, shutting down, queue full: 503 / UNAVAILABLE
+     ├── Unavailable         not ready, shutting down, timed out: 503 / UNAVAILABLE
+     ├── Overloaded          the model's queue is full: 503 / RESOURCE_EXHAUSTED
      ├── ResourceExhausted   a size limit was exceeded: 413 / RESOURCE_EXHAUSTED
      ├── Unauthenticated     missing or invalid credentials: 401 / UNAUTHENTICATED
      ├── PermissionDenied    credentials lack the scope: 403 / PERMISSION_DENIED
@@ -26,6 +27,7 @@ class ErrorKind(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
+    OVERLOADED = "overloaded"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
@@ -55,6 +57,12 @@ class NotFound(KilnError):
 
 class Unavailable(KilnError):
     kind = ErrorKind.UNAVAILABLE
+
+
+class Overloaded(KilnError):
+    """Too much work is waiting; the client should back off (``retry_after_s``)."""
+
+    kind = ErrorKind.OVERLOADED
 
 
 class ResourceExhausted(KilnError):

@@ -77,12 +77,10 @@ class DataType(enum.Enum):
 
     @property
     def numpy(self) -> np.dtype:
-        if self is DataType.BF16:
-            dtype = _bfloat16()
-            if dtype is None:  # pragma: no cover
-                raise TypeError("BF16 needs the 'ml_dtypes' package")
-            return dtype
-        return np.dtype(self.value[1])
+        dtype = _NUMPY[self]
+        if dtype is None:  # pragma: no cover - ml_dtypes ships with onnx
+            raise TypeError("BF16 needs the 'ml_dtypes' package")
+        return dtype
 
     @property
     def json_capable(self) -> bool:
@@ -121,6 +119,7 @@ class DataType(enum.Enum):
         return _by_numpy(np.dtype(dtype))
 
 
+_NUMPY = {d: _bfloat16() if d is DataType.BF16 else np.dtype(d.value[1]) for d in DataType}
 _BY_V2 = {d.v2: d for d in DataType}
 _BY_TRITON = {d.triton: d for d in DataType}
 _BY_TF = {d.tf: d for d in DataType}

@@ -34,6 +34,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--grpc-address",), "grpc_address", {}),
     (("--grpc-port",), "grpc_port", {"type": int}),
     (("--allow-grpc",), "allow_grpc", {"type": _bool}),
+    (("--grpc-max-message-bytes",), "grpc_max_message_bytes", {"type": int}),
     (("--metrics-address",), "metrics_address", {}),
     (("--metrics-port",), "metrics_port", {"type": int}),
     (("--allow-metrics",), "allow_metrics", {"type": _bool}),
@@ -50,7 +51,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve a model repository over KServe V2 (HTTP)",
+        "serve", help="serve a model repository over KServe V2 (HTTP and gRPC)",
         description="Serve the models in a repository (default: the bundled examples). "
         "Every option can also be set as KILN_<OPTION> or in --config-file.")
     parser.add_argument("repository", nargs="*", type=Path,

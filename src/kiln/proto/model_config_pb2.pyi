@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -46,10 +44,10 @@ class ModelTensorReshape(_message.Message):
     __slots__ = ("shape",)
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, shape: _Iterable[int] | None = ...) -> None: ...
+    def __init__(self, shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelInput(_message.Message):
-    __slots__ = ("allow_ragged_batch", "data_type", "dims", "format", "is_shape_tensor", "name", "optional", "reshape")
+    __slots__ = ("name", "data_type", "format", "dims", "reshape", "is_shape_tensor", "allow_ragged_batch", "optional")
     class Format(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FORMAT_NONE: _ClassVar[ModelInput.Format]
@@ -74,10 +72,10 @@ class ModelInput(_message.Message):
     is_shape_tensor: bool
     allow_ragged_batch: bool
     optional: bool
-    def __init__(self, name: str | None = ..., data_type: DataType | str | None = ..., format: ModelInput.Format | str | None = ..., dims: _Iterable[int] | None = ..., reshape: ModelTensorReshape | _Mapping | None = ..., is_shape_tensor: bool = ..., allow_ragged_batch: bool = ..., optional: bool = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[_Union[DataType, str]] = ..., format: _Optional[_Union[ModelInput.Format, str]] = ..., dims: _Optional[_Iterable[int]] = ..., reshape: _Optional[_Union[ModelTensorReshape, _Mapping]] = ..., is_shape_tensor: bool = ..., allow_ragged_batch: bool = ..., optional: bool = ...) -> None: ...
 
 class ModelOutput(_message.Message):
-    __slots__ = ("data_type", "dims", "is_shape_tensor", "label_filename", "name", "reshape")
+    __slots__ = ("name", "data_type", "dims", "label_filename", "reshape", "is_shape_tensor")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
     DIMS_FIELD_NUMBER: _ClassVar[int]
@@ -90,15 +88,15 @@ class ModelOutput(_message.Message):
     label_filename: str
     reshape: ModelTensorReshape
     is_shape_tensor: bool
-    def __init__(self, name: str | None = ..., data_type: DataType | str | None = ..., dims: _Iterable[int] | None = ..., label_filename: str | None = ..., reshape: ModelTensorReshape | _Mapping | None = ..., is_shape_tensor: bool = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[_Union[DataType, str]] = ..., dims: _Optional[_Iterable[int]] = ..., label_filename: _Optional[str] = ..., reshape: _Optional[_Union[ModelTensorReshape, _Mapping]] = ..., is_shape_tensor: bool = ...) -> None: ...
 
 class ModelVersionPolicy(_message.Message):
-    __slots__ = ("all", "latest", "specific")
+    __slots__ = ("latest", "all", "specific")
     class Latest(_message.Message):
         __slots__ = ("num_versions",)
         NUM_VERSIONS_FIELD_NUMBER: _ClassVar[int]
         num_versions: int
-        def __init__(self, num_versions: int | None = ...) -> None: ...
+        def __init__(self, num_versions: _Optional[int] = ...) -> None: ...
     class All(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
@@ -106,17 +104,17 @@ class ModelVersionPolicy(_message.Message):
         __slots__ = ("versions",)
         VERSIONS_FIELD_NUMBER: _ClassVar[int]
         versions: _containers.RepeatedScalarFieldContainer[int]
-        def __init__(self, versions: _Iterable[int] | None = ...) -> None: ...
+        def __init__(self, versions: _Optional[_Iterable[int]] = ...) -> None: ...
     LATEST_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
     SPECIFIC_FIELD_NUMBER: _ClassVar[int]
     latest: ModelVersionPolicy.Latest
     all: ModelVersionPolicy.All
     specific: ModelVersionPolicy.Specific
-    def __init__(self, latest: ModelVersionPolicy.Latest | _Mapping | None = ..., all: ModelVersionPolicy.All | _Mapping | None = ..., specific: ModelVersionPolicy.Specific | _Mapping | None = ...) -> None: ...
+    def __init__(self, latest: _Optional[_Union[ModelVersionPolicy.Latest, _Mapping]] = ..., all: _Optional[_Union[ModelVersionPolicy.All, _Mapping]] = ..., specific: _Optional[_Union[ModelVersionPolicy.Specific, _Mapping]] = ...) -> None: ...
 
 class ModelInstanceGroup(_message.Message):
-    __slots__ = ("count", "gpus", "kind", "name")
+    __slots__ = ("name", "count", "gpus", "kind")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_AUTO: _ClassVar[ModelInstanceGroup.Kind]
@@ -135,10 +133,10 @@ class ModelInstanceGroup(_message.Message):
     count: int
     gpus: _containers.RepeatedScalarFieldContainer[int]
     kind: ModelInstanceGroup.Kind
-    def __init__(self, name: str | None = ..., count: int | None = ..., gpus: _Iterable[int] | None = ..., kind: ModelInstanceGroup.Kind | str | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ..., kind: _Optional[_Union[ModelInstanceGroup.Kind, str]] = ...) -> None: ...
 
 class ModelQueuePolicy(_message.Message):
-    __slots__ = ("allow_timeout_override", "default_timeout_microseconds", "max_queue_size", "timeout_action")
+    __slots__ = ("timeout_action", "default_timeout_microseconds", "allow_timeout_override", "max_queue_size")
     class TimeoutAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         REJECT: _ClassVar[ModelQueuePolicy.TimeoutAction]
@@ -153,10 +151,10 @@ class ModelQueuePolicy(_message.Message):
     default_timeout_microseconds: int
     allow_timeout_override: bool
     max_queue_size: int
-    def __init__(self, timeout_action: ModelQueuePolicy.TimeoutAction | str | None = ..., default_timeout_microseconds: int | None = ..., allow_timeout_override: bool = ..., max_queue_size: int | None = ...) -> None: ...
+    def __init__(self, timeout_action: _Optional[_Union[ModelQueuePolicy.TimeoutAction, str]] = ..., default_timeout_microseconds: _Optional[int] = ..., allow_timeout_override: bool = ..., max_queue_size: _Optional[int] = ...) -> None: ...
 
 class ModelDynamicBatching(_message.Message):
-    __slots__ = ("default_priority_level", "default_queue_policy", "max_queue_delay_microseconds", "preferred_batch_size", "preserve_ordering", "priority_levels")
+    __slots__ = ("preferred_batch_size", "max_queue_delay_microseconds", "preserve_ordering", "priority_levels", "default_priority_level", "default_queue_policy")
     PREFERRED_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: _ClassVar[int]
     PRESERVE_ORDERING_FIELD_NUMBER: _ClassVar[int]
@@ -169,7 +167,7 @@ class ModelDynamicBatching(_message.Message):
     priority_levels: int
     default_priority_level: int
     default_queue_policy: ModelQueuePolicy
-    def __init__(self, preferred_batch_size: _Iterable[int] | None = ..., max_queue_delay_microseconds: int | None = ..., preserve_ordering: bool = ..., priority_levels: int | None = ..., default_priority_level: int | None = ..., default_queue_policy: ModelQueuePolicy | _Mapping | None = ...) -> None: ...
+    def __init__(self, preferred_batch_size: _Optional[_Iterable[int]] = ..., max_queue_delay_microseconds: _Optional[int] = ..., preserve_ordering: bool = ..., priority_levels: _Optional[int] = ..., default_priority_level: _Optional[int] = ..., default_queue_policy: _Optional[_Union[ModelQueuePolicy, _Mapping]] = ...) -> None: ...
 
 class ModelSequenceBatching(_message.Message):
     __slots__ = ()
@@ -180,14 +178,14 @@ class ModelEnsembling(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelOptimizationPolicy(_message.Message):
-    __slots__ = ("execution_accelerators", "graph")
+    __slots__ = ("graph", "execution_accelerators")
     class Graph(_message.Message):
         __slots__ = ("level",)
         LEVEL_FIELD_NUMBER: _ClassVar[int]
         level: int
-        def __init__(self, level: int | None = ...) -> None: ...
+        def __init__(self, level: _Optional[int] = ...) -> None: ...
     class ExecutionAccelerators(_message.Message):
-        __slots__ = ("cpu_execution_accelerator", "gpu_execution_accelerator")
+        __slots__ = ("gpu_execution_accelerator", "cpu_execution_accelerator")
         class Accelerator(_message.Message):
             __slots__ = ("name", "parameters")
             class ParametersEntry(_message.Message):
@@ -196,33 +194,33 @@ class ModelOptimizationPolicy(_message.Message):
                 VALUE_FIELD_NUMBER: _ClassVar[int]
                 key: str
                 value: str
-                def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+                def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
             NAME_FIELD_NUMBER: _ClassVar[int]
             PARAMETERS_FIELD_NUMBER: _ClassVar[int]
             name: str
             parameters: _containers.ScalarMap[str, str]
-            def __init__(self, name: str | None = ..., parameters: _Mapping[str, str] | None = ...) -> None: ...
+            def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
         GPU_EXECUTION_ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
         CPU_EXECUTION_ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
         gpu_execution_accelerator: _containers.RepeatedCompositeFieldContainer[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator]
         cpu_execution_accelerator: _containers.RepeatedCompositeFieldContainer[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator]
-        def __init__(self, gpu_execution_accelerator: _Iterable[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator | _Mapping] | None = ..., cpu_execution_accelerator: _Iterable[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator | _Mapping] | None = ...) -> None: ...
+        def __init__(self, gpu_execution_accelerator: _Optional[_Iterable[_Union[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator, _Mapping]]] = ..., cpu_execution_accelerator: _Optional[_Iterable[_Union[ModelOptimizationPolicy.ExecutionAccelerators.Accelerator, _Mapping]]] = ...) -> None: ...
     GRAPH_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
     graph: ModelOptimizationPolicy.Graph
     execution_accelerators: ModelOptimizationPolicy.ExecutionAccelerators
-    def __init__(self, graph: ModelOptimizationPolicy.Graph | _Mapping | None = ..., execution_accelerators: ModelOptimizationPolicy.ExecutionAccelerators | _Mapping | None = ...) -> None: ...
+    def __init__(self, graph: _Optional[_Union[ModelOptimizationPolicy.Graph, _Mapping]] = ..., execution_accelerators: _Optional[_Union[ModelOptimizationPolicy.ExecutionAccelerators, _Mapping]] = ...) -> None: ...
 
 class ModelParameter(_message.Message):
     __slots__ = ("string_value",)
     STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
     string_value: str
-    def __init__(self, string_value: str | None = ...) -> None: ...
+    def __init__(self, string_value: _Optional[str] = ...) -> None: ...
 
 class ModelWarmup(_message.Message):
-    __slots__ = ("batch_size", "count", "inputs", "name")
+    __slots__ = ("name", "batch_size", "inputs", "count")
     class Input(_message.Message):
-        __slots__ = ("data_type", "dims", "input_data_file", "random_data", "zero_data")
+        __slots__ = ("data_type", "dims", "zero_data", "random_data", "input_data_file")
         DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
         DIMS_FIELD_NUMBER: _ClassVar[int]
         ZERO_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -233,14 +231,14 @@ class ModelWarmup(_message.Message):
         zero_data: bool
         random_data: bool
         input_data_file: str
-        def __init__(self, data_type: DataType | str | None = ..., dims: _Iterable[int] | None = ..., zero_data: bool = ..., random_data: bool = ..., input_data_file: str | None = ...) -> None: ...
+        def __init__(self, data_type: _Optional[_Union[DataType, str]] = ..., dims: _Optional[_Iterable[int]] = ..., zero_data: bool = ..., random_data: bool = ..., input_data_file: _Optional[str] = ...) -> None: ...
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: ModelWarmup.Input
-        def __init__(self, key: str | None = ..., value: ModelWarmup.Input | _Mapping | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ModelWarmup.Input, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -249,17 +247,17 @@ class ModelWarmup(_message.Message):
     batch_size: int
     inputs: _containers.MessageMap[str, ModelWarmup.Input]
     count: int
-    def __init__(self, name: str | None = ..., batch_size: int | None = ..., inputs: _Mapping[str, ModelWarmup.Input] | None = ..., count: int | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., batch_size: _Optional[int] = ..., inputs: _Optional[_Mapping[str, ModelWarmup.Input]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("backend", "default_model_filename", "dynamic_batching", "ensemble_scheduling", "input", "instance_group", "max_batch_size", "model_warmup", "name", "optimization", "output", "parameters", "platform", "sequence_batching", "version_policy")
+    __slots__ = ("name", "platform", "version_policy", "max_batch_size", "input", "output", "instance_group", "default_model_filename", "dynamic_batching", "sequence_batching", "ensemble_scheduling", "optimization", "parameters", "model_warmup", "backend")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: ModelParameter
-        def __init__(self, key: str | None = ..., value: ModelParameter | _Mapping | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ModelParameter, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     VERSION_POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -290,4 +288,4 @@ class ModelConfig(_message.Message):
     parameters: _containers.MessageMap[str, ModelParameter]
     model_warmup: _containers.RepeatedCompositeFieldContainer[ModelWarmup]
     backend: str
-    def __init__(self, name: str | None = ..., platform: str | None = ..., version_policy: ModelVersionPolicy | _Mapping | None = ..., max_batch_size: int | None = ..., input: _Iterable[ModelInput | _Mapping] | None = ..., output: _Iterable[ModelOutput | _Mapping] | None = ..., instance_group: _Iterable[ModelInstanceGroup | _Mapping] | None = ..., default_model_filename: str | None = ..., dynamic_batching: ModelDynamicBatching | _Mapping | None = ..., sequence_batching: ModelSequenceBatching | _Mapping | None = ..., ensemble_scheduling: ModelEnsembling | _Mapping | None = ..., optimization: ModelOptimizationPolicy | _Mapping | None = ..., parameters: _Mapping[str, ModelParameter] | None = ..., model_warmup: _Iterable[ModelWarmup | _Mapping] | None = ..., backend: str | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., version_policy: _Optional[_Union[ModelVersionPolicy, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[ModelOutput, _Mapping]]] = ..., instance_group: _Optional[_Iterable[_Union[ModelInstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., dynamic_batching: _Optional[_Union[ModelDynamicBatching, _Mapping]] = ..., sequence_batching: _Optional[_Union[ModelSequenceBatching, _Mapping]] = ..., ensemble_scheduling: _Optional[_Union[ModelEnsembling, _Mapping]] = ..., optimization: _Optional[_Union[ModelOptimizationPolicy, _Mapping]] = ..., parameters: _Optional[_Mapping[str, ModelParameter]] = ..., model_warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...

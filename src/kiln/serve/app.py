@@ -7,12 +7,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import grpc
 import uvicorn
 
 from kiln.errors import KilnError
 from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.protocols.http_app import HttpApp
+from kiln.serve.protocols.tfserving_http import tfserving_routes
+from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
 from kiln.serve.registry import ModelRegistry
 from kiln.serve.repository import ModelRepository
@@ -45,6 +48,7 @@ class KilnServer:
         self.addresses: list[BoundAddress] = []
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._grpc: grpc.aio.Server | None = None
 
     def limits(self) -> DecodeLimits:
         s = self.settings
@@ -53,6 +57,9 @@ class KilnServer:
 
     async def start(self) -> None:
         await self._load_initial_models()
+        # gRPC first: once HTTP answers ready, every listener is up.
+        if self.settings.allow_grpc:
+            await self._start_grpc()
         if self.settings.allow_http:
             await self._start_http()
 
@@ -72,7 +79,8 @@ class KilnServer:
 
     async def _start_http(self) -> None:
         s = self.settings
-        app = HttpApp(v2_routes(self.plane, self.limits()), max_request_bytes=s.max_request_bytes)
+        routes = v2_routes(self.plane, self.limits()) + tfserving_routes(self.plane, self.limits())
+        app = HttpApp(routes, max_request_bytes=s.max_request_bytes)
         config = uvicorn.Config(
             app, host=s.http_address, port=s.http_port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
@@ -90,10 +98,30 @@ class KilnServer:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 self.addresses.append(BoundAddress("http", host, port))
-                log.info("HTTP (KServe V2) listening on %s:%d", host, port)
+                log.info("HTTP (KServe V2, TF Serving REST) listening on %s:%d", host, port)
+
+    async def _start_grpc(self) -> None:
+        s = self.settings
+        size = s.grpc_max_message_bytes
+        # NOTE: SO_REUSEPORT off, so a port already in use fails here instead of sharing it.
+        self._grpc = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+            ("grpc.so_reuseport", 0),
+        ])
+        self._grpc.add_generic_rpc_handlers([V2GrpcService(self.plane, self.limits()).handler()])
+        host = f"[{s.grpc_address}]" if ":" in s.grpc_address else s.grpc_address
+        try:
+            port = self._grpc.add_insecure_port(f"{host}:{s.grpc_port}")
+        except RuntimeError:
+            raise KilnError(f"cannot listen on {s.grpc_address}:{s.grpc_port} for gRPC") from None
+        await self._grpc.start()
+        self.addresses.append(BoundAddress("grpc", s.grpc_address, port))
+        log.info("gRPC (KServe V2) listening on %s:%d", s.grpc_address, port)
 
     async def stop(self) -> None:
         self.plane.accepting = False
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.exit_timeout_secs)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task

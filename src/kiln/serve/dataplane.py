@@ -7,17 +7,21 @@ a wire format.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from kiln import __version__
 from kiln.errors import InternalError
 from kiln.serve.messages import InferenceRequest, InferenceResponse
+from kiln.serve.model import ModelVersion
 from kiln.serve.registry import ModelRegistry
-from kiln.serve.validation import validate_request
+from kiln.serve.validation import schedule_parameters, validate_request
 from kiln.tensors import TensorSpec
 
 #: Triton protocol extensions kiln implements (reported by server metadata).
-EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "schedule_policy")
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "schedule_policy",
+              "statistics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +75,21 @@ class DataPlane:
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         model = self.registry.get(request.model_name, request.model_version)
-        validate_request(request, model.signature)
+        started = time.monotonic_ns()
+        try:
+            response = await self._infer(model, request)
+        except Exception:
+            model.batcher.stats.fail.add(time.monotonic_ns() - started)
+            raise
+        model.batcher.stats.success.add(time.monotonic_ns() - started)
+        return response
+
+    async def _infer(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+        rows = validate_request(request, model.signature)
+        priority, timeout_us = schedule_parameters(request.parameters)
         names = [o.name for o in request.outputs] if request.outputs is not None else None
-        outputs = await model.run(request.inputs, names)
+        outputs = await model.infer(request.inputs, rows=rows, outputs=names, priority=priority,
+                                    timeout_us=timeout_us)
         expected = names or [s.name for s in model.signature.outputs]
         missing = [n for n in expected if n not in outputs]
         if missing:
@@ -87,3 +103,15 @@ class DataPlane:
             outputs={n: outputs[n] for n in expected},
             id=request.id,
         )
+
+    def statistics(self, name: str | None = None,
+                   version: str | None = None) -> list[dict[str, Any]]:
+        """Triton-shaped statistics of every loaded version (or of one model / version)."""
+        if name is None:
+            models = [(n, v) for n in self.registry.names()
+                      for v in self.registry.entry(n).loaded.values()]
+        elif version is None:
+            models = [(name, v) for v in self.registry.entry(name).loaded.values()]
+        else:
+            models = [(name, self.registry.get(name, version))]
+        return [model.batcher.stats.as_triton(n, str(model.version)) for n, model in models]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -11,9 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kiln.errors import InternalError
 from kiln.runtime import Backend, ModelArtifact, Session, SessionOptions, get_backend
+from kiln.serve.batching import BatchingPolicy, DynamicBatcher
 from kiln.serve.repository.autocomplete import served_signature
-from kiln.serve.repository.config import ModelConfig
+from kiln.serve.repository.config import DynamicBatchingConfig, ModelConfig
 from kiln.serve.repository.layout import ModelSource
+from kiln.serve.warmup import warm_up
 from kiln.tensors import Signature, TensorDict
 
 log = logging.getLogger("kiln.serve.model")
@@ -27,7 +28,7 @@ class ModelVersion:
     """
 
     def __init__(self, *, name: str, version: int, config: ModelConfig, backend: Backend,
-                 session: Session, signature: Signature) -> None:
+                 session: Session, signature: Signature, inline: bool = False) -> None:
         self.name = name
         self.version = version
         self.config = config
@@ -37,6 +38,8 @@ class ModelVersion:
         self._executor = ThreadPoolExecutor(
             max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}"
         )
+        self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
+                                      batching_policy(config, signature, inline=inline))
 
     @classmethod
     def load(cls, source: ModelSource, version: int) -> ModelVersion:
@@ -50,15 +53,18 @@ class ModelVersion:
         started = time.perf_counter()
         session = backend.load(ModelArtifact(path=path), session_options(config))
         signature = served_signature(source.name, config, session.signature)
+        run_us = warm_up(source.name, session, signature, config.warmup)
         log.info("model %s version %s loaded in %.0f ms (providers: %s)", source.name, version,
                  (time.perf_counter() - started) * 1e3, ", ".join(session.providers))
+        inline = run_us is not None and run_us < config.optimization.inline_max_us
         return cls(name=source.name, version=version, config=config, backend=backend,
-                   session=session, signature=signature)
+                   session=session, signature=signature, inline=inline)
 
-    async def run(self, inputs: TensorDict, output_names: Sequence[str] | None) -> TensorDict:
-        """Run the model on the thread pool; the event loop never blocks on it."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.session.run, inputs, output_names)
+    async def infer(self, inputs: TensorDict, *, rows: int, outputs: Sequence[str] | None,
+                    priority: int = 0, timeout_us: int | None = None) -> TensorDict:
+        """Queue the request on the model's batcher; the event loop never blocks on the model."""
+        return await self.batcher.submit(inputs, rows=rows, outputs=outputs, priority=priority,
+                                         timeout_us=timeout_us)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -81,4 +87,22 @@ def session_options(config: ModelConfig) -> SessionOptions:
         graph_optimization=opt.graph_optimization,
         execution_providers=tuple(providers) or ("CPUExecutionProvider",),
         allow_spinning=opt.allow_spinning if opt.allow_spinning is not None else True,
+    )
+
+
+def batching_policy(config: ModelConfig, signature: Signature, *,
+                    inline: bool = False) -> BatchingPolicy:
+    """Dynamic batching is on for models with a batch dimension unless the config says no."""
+    dyn = config.dynamic_batching or DynamicBatchingConfig()
+    max_batch = signature.max_batch_size if dyn.enabled else 0
+    return BatchingPolicy(
+        max_batch_size=max_batch,
+        max_queue_delay_us=dyn.max_queue_delay_us,
+        preferred_batch_sizes=tuple(dyn.preferred_batch_sizes),
+        max_queue_size=dyn.max_queue_size or max(64, 16 * max(max_batch, 1)),
+        default_timeout_us=dyn.default_timeout_us,
+        priority_levels=dyn.priority_levels,
+        default_priority_level=dyn.default_priority_level,
+        instances=config.instances.count,
+        inline=inline,
     )

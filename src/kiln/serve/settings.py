@@ -46,7 +46,9 @@ class ServerSettings(BaseSettings):
     grpc_port: int = Field(8001, ge=0, le=65535)
     """gRPC port."""
     allow_grpc: bool = True
-    """Serve gRPC at all (when the gRPC frontend is available)."""
+    """Serve gRPC (KServe V2, Triton's inference.GRPCInferenceService) at all."""
+    grpc_max_message_bytes: int = Field(64 << 20, ge=1024, le=(1 << 31) - 1)
+    """Largest gRPC message received or sent, in bytes (protobuf's ceiling is 2 GiB)."""
     metrics_address: str = "127.0.0.1"
     """Address the Prometheus metrics listener binds."""
     metrics_port: int = Field(8002, ge=0, le=65535)

@@ -67,3 +67,14 @@ def validate_request(request: InferenceRequest, signature: Signature) -> int:
                 raise InvalidArgument(f"output '{output.name}' is requested twice")
             seen.add(output.name)
     return batch if batch is not None else 1
+
+
+def schedule_parameters(parameters: dict[str, object]) -> tuple[int, int | None]:
+    """The ``priority`` and ``timeout`` (microseconds) request parameters, checked."""
+    values = []
+    for key in ("priority", "timeout"):
+        value = parameters.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidArgument(f"parameter '{key}' must be a non-negative integer")
+        values.append(value)
+    return values[0], values[1] or None

@@ -62,9 +62,14 @@ def encode_tensor(array: np.ndarray, datatype: DataType) -> bytes:
     if datatype is DataType.BYTES:
         parts = []
         for item in array.reshape(-1):
-            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            raw = element_bytes(item)
             parts.append(_LENGTH.pack(len(raw)))
             parts.append(raw)
         return b"".join(parts)
     wire = datatype.numpy.newbyteorder("<")
     return np.ascontiguousarray(array, dtype=wire).tobytes()
+
+
+def element_bytes(item: object) -> bytes:
+    """One BYTES element as bytes: ``bytes`` as they are, anything else as UTF-8 text."""
+    return item if isinstance(item, bytes) else str(item).encode("utf-8")

@@ -15,14 +15,18 @@ import orjson
 
 from kiln.errors import InvalidArgument
 from kiln.serve.codecs.binary import decode_tensor, encode_tensor
+from kiln.serve.codecs.checks import (
+    check_int_range,
+    check_shape,
+    count_elements,
+    parse_datatype,
+)
 from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.dataplane import ModelMetadata, ServerMetadata
 from kiln.serve.messages import InferenceRequest, InferenceResponse, RequestedOutput
-from kiln.tensors import DataType, TensorSpec, element_count, format_shape
+from kiln.tensors import DataType, TensorSpec, format_shape
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-_INT_RANGES = {d: (int(np.iinfo(d.numpy).min), int(np.iinfo(d.numpy).max))
-               for d in DataType if d.numpy.kind in "iu"}
 
 
 def loads(body: bytes | memoryview, what: str = "request body") -> Any:
@@ -91,9 +95,9 @@ def _decode_input(item: Any, index: int, binary: memoryview,
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"inputs[{index}] needs a 'name' string")
     what = f"input '{name}'"
-    datatype = _datatype(item.get("datatype"), what)
-    shape = _shape(item.get("shape"), what, limits)
-    count = _count(shape, what, limits)
+    datatype = parse_datatype(item.get("datatype"), what)
+    shape = check_shape(item.get("shape"), what, limits)
+    count = count_elements(shape, what, limits)
     params = _parameters(item.get("parameters"), what)
     size = params.get("binary_data_size")
     if size is not None:
@@ -144,6 +148,8 @@ def json_to_array(data: Any, datatype: DataType, shape: tuple[int, ...], count: 
             f"{what}: nested data has shape {format_shape(array.shape)}, declared "
             f"{format_shape(shape)}"
         )
+    if array.dtype.kind == "f" and datatype.numpy.kind in "iu":
+        return _big_integers(data, shape, datatype, what)
     return _convert(array, datatype, what).reshape(shape)
 
 
@@ -158,13 +164,23 @@ def _convert(array: np.ndarray, datatype: DataType, what: str) -> np.ndarray:
     if datatype.numpy.kind in "iu":
         if kind not in "iu":
             raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
-        low, high = _INT_RANGES[datatype]
-        if int(array.min()) < low or int(array.max()) > high:
-            raise InvalidArgument(f"{what}: a value is outside the range of {datatype.v2}")
+        check_int_range(array, datatype, what)
         return array.astype(datatype.numpy)
     if kind not in "iuf":
         raise InvalidArgument(f"{what}: {datatype.v2} data must be numbers")
     return array.astype(datatype.numpy)
+
+
+def _big_integers(data: list[Any], shape: tuple[int, ...], datatype: DataType,
+                  what: str) -> np.ndarray:
+    """Integers past the int64 range (valid UINT64 data), which numpy reads as floats."""
+    values = np.array(data, dtype=object).reshape(-1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
+    try:
+        return np.array(values, dtype=datatype.numpy).reshape(shape)
+    except OverflowError:
+        raise InvalidArgument(f"{what}: a value is outside the range of {datatype.v2}") from None
 
 
 def _json_bytes(data: list[Any], shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
@@ -208,39 +224,11 @@ def _raw_binary_request(body: memoryview, model_name: str, model_version: str | 
                 f"{what}: {len(body)} raw bytes do not fill whole rows of {per_row} bytes"
             )
         shape = tuple(len(body) // per_row if d == -1 else d for d in spec.shape)
-        array = decode_tensor(body, spec.datatype, shape, _count(shape, what, limits), what=what)
+        count = count_elements(shape, what, limits)
+        array = decode_tensor(body, spec.datatype, shape, count, what=what)
     return InferenceRequest(model_name=model_name, model_version=model_version,
                             inputs={spec.name: array},
                             parameters={"binary_data_output": True})
-
-
-def _datatype(value: Any, what: str) -> DataType:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{what} needs a 'datatype' string such as FP32")
-    try:
-        return DataType.from_v2(value)
-    except ValueError as exc:
-        raise InvalidArgument(f"{what}: {exc}") from None
-
-
-def _shape(value: Any, what: str, limits: DecodeLimits) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise InvalidArgument(f"{what} needs a 'shape' list of non-negative integers")
-    if len(value) > limits.max_rank:
-        raise InvalidArgument(f"{what}: rank {len(value)} exceeds the limit {limits.max_rank}")
-    for dim in value:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise InvalidArgument(
-                f"{what}: shape {value!r:.80} must hold non-negative integers"
-            )
-    return tuple(value)
-
-
-def _count(shape: tuple[int, ...], what: str, limits: DecodeLimits) -> int:
-    try:
-        return element_count(shape, limit=limits.max_elements)
-    except ValueError as exc:
-        raise InvalidArgument(f"{what}: {exc}") from None
 
 
 def _parameters(value: Any, what: str) -> dict[str, Any]:

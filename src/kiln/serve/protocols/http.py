@@ -70,17 +70,17 @@ class Router:
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = tuple(routes)
+        self._by_method: dict[str, tuple[Route, ...]] = {}
+        for r in self.routes:
+            self._by_method[r.method] = (*self._by_method.get(r.method, ()), r)
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """Returns (route, params, path_exists)."""
-        path_exists = False
-        for candidate in self.routes:
+        for candidate in self._by_method.get(method, ()):
             found = candidate.pattern.match(path)
             if found:
-                path_exists = True
-                if candidate.method == method:
-                    return candidate, found.groupdict(), True
-        return None, {}, path_exists
+                return candidate, found.groupdict(), True
+        return None, {}, any(r.pattern.match(path) for r in self.routes)
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:

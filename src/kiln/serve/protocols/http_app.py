@@ -32,6 +32,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.INTERNAL: 500,
     ErrorKind.UNIMPLEMENTED: 501,
     ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.OVERLOADED: 503,
 }
 
 

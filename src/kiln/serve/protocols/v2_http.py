@@ -62,18 +62,24 @@ def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
         return Response(body=body, content_type=b"application/octet-stream",
                         headers=[(_HEADER_LENGTH.title(), str(json_length).encode())])
 
+    async def statistics(request: Request) -> Response:
+        name, version = request.params.get("model"), request.params.get("version")
+        return Response(body=orjson.dumps({"model_stats": plane.statistics(name, version)}))
+
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     routes = [
         route("GET", "/v2/health/live", live, group="health"),
         route("GET", "/v2/health/ready", ready, group="health"),
         route("GET", "/v2", server_metadata, group="metadata"),
+        route("GET", "/v2/models/stats", statistics, group="statistics"),
     ]
     for base in (model, versioned):
         routes += [
             route("GET", base, model_metadata, group="metadata"),
             route("GET", f"{base}/ready", model_ready, group="health"),
             route("GET", f"{base}/config", model_config, group="metadata"),
+            route("GET", f"{base}/stats", statistics, group="statistics"),
             route("POST", f"{base}/infer", infer, group="infer", reads_body=True),
         ]
     return routes

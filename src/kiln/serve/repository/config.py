@@ -54,13 +54,15 @@ class TensorConfig(_Strict):
 
 
 class DynamicBatchingConfig(_Strict):
-    """Merge requests into batches of up to ``max_batch_size`` samples."""
+    """Merge requests into batches of up to ``max_batch_size`` samples (on by default for
+    models with a batch dimension; ``enabled: false`` runs each request alone)."""
 
+    enabled: bool = True
     #: How long the first request of a batch may wait for more, in microseconds.
     max_queue_delay_us: NonNegative = 0
     #: Batch sizes to prefer when more requests wait than fit one batch.
     preferred_batch_sizes: list[Positive] = []
-    #: Requests that may wait at once; beyond it requests are refused at once (0 = default).
+    #: Requests that may wait at once; beyond it they are refused at once (0 = 16 x max batch).
     max_queue_size: NonNegative = 0
     #: Queue time after which a request is refused (0 = no limit), in microseconds.
     default_timeout_us: NonNegative = 0
@@ -102,6 +104,9 @@ class OptimizationConfig(_Strict):
     #: Execution providers in order of preference, e.g. [CUDAExecutionProvider].
     execution_providers: list[str] | None = None
     allow_spinning: bool | None = None
+    #: Models whose warm-up run takes less than this run on the event loop thread, where a
+    #: thread hop would cost more than the model (0 = always use the instance threads).
+    inline_max_us: NonNegative = 300
 
 
 class WarmupConfig(_Strict):

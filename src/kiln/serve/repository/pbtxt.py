@@ -7,6 +7,7 @@ does not offer (sequence batching, ensembles) are refused with the reason.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,33 @@ from kiln.serve.repository.config import ModelConfig, parse_config
 
 _KINDS = {pb.ModelInstanceGroup.KIND_AUTO: "auto", pb.ModelInstanceGroup.KIND_GPU: "gpu",
           pb.ModelInstanceGroup.KIND_CPU: "cpu", pb.ModelInstanceGroup.KIND_MODEL: "auto"}
+_UNSUPPORTED = re.compile(r"^\s*(sequence_batching|ensemble_scheduling)\b", re.MULTILINE)
 _GRAPH_LEVELS = {-1: "disable", 0: "all", 1: "all", 2: "extended"}
 
 
 def load_pbtxt_config(path: Path) -> ModelConfig:
     """Read a Triton ``config.pbtxt``; unknown fields are ignored, unsupported ones refused."""
+    text = path.read_text(encoding="utf-8")
+    # NOTE: protobuf cannot skip unknown fields written as lists, so refuse these by name.
+    if found := _UNSUPPORTED.search(text):
+        _refuse(path, found.group(1))
     message = pb.ModelConfig()
     try:
-        text_format.Parse(path.read_text(encoding="utf-8"), message, allow_unknown_field=True)
+        text_format.Parse(text, message, allow_unknown_field=True)
     except text_format.ParseError as exc:
         raise ConfigError(f"{path}: not a valid Triton config.pbtxt: {exc}") from None
     return parse_config(pbtxt_to_dict(message, path), source=path)
 
 
+def _refuse(path: Path, field: str) -> None:
+    raise ConfigError(
+        f"{path}: field '{field}': kiln does not support {field.replace('_', ' ')}; "
+        "remove it to serve the model without it"
+    )
+
+
 def pbtxt_to_dict(message: pb.ModelConfig, path: Path) -> dict[str, Any]:
     scheduling = message.WhichOneof("scheduling_choice")
-    if scheduling in ("sequence_batching", "ensemble_scheduling"):
-        raise ConfigError(
-            f"{path}: field '{scheduling}': kiln does not support "
-            f"{scheduling.replace('_', ' ')}; remove it to serve the model without it"
-        )
     raw: dict[str, Any] = {}
     for field in ("name", "backend", "platform", "default_model_filename"):
         if value := getattr(message, field):

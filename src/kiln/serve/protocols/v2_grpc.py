@@ -1,0 +1,210 @@
+"""KServe V2 over gRPC: Triton's ``inference.GRPCInferenceService`` on the data plane.
+
+The messages are kiln's own (``kiln.proto``); the service is registered under Triton's wire
+name so ``tritonclient.grpc`` and other Open Inference Protocol clients work unchanged.
+Every handler decodes, calls the data plane, encodes; failures become gRPC status codes
+through ``GRPC_STATUS``, the one table for this transport::
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([V2GrpcService(plane, limits).handler()])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from kiln.errors import ErrorKind, KilnError, Unimplemented
+from kiln.proto import grpc_service_pb2 as pb
+from kiln.serve.codecs import v2_grpc
+from kiln.serve.codecs.limits import DecodeLimits
+from kiln.serve.dataplane import DataPlane
+from kiln.serve.repository.pbtxt import config_to_proto
+
+log = logging.getLogger("kiln.serve.grpc")
+
+#: The wire name of the service (Triton's), whatever kiln's Python names are.
+SERVICE = "inference.GRPCInferenceService"
+
+#: The one table mapping error kinds to gRPC status codes.
+GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+#: Triton methods kiln does not offer (yet), with what the caller can do instead.
+UNIMPLEMENTED: dict[str, str] = {
+    **dict.fromkeys(
+        ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
+        "kiln does not offer the model repository extension yet; models load when "
+        "'kiln serve' starts"),
+    **dict.fromkeys(
+        ("SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
+         "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus", "CudaSharedMemoryRegister",
+         "CudaSharedMemoryUnregister"),
+        "kiln does not support shared-memory tensors; send tensors in raw_input_contents"),
+    "TraceSetting": "kiln does not offer the trace extension",
+    "LogSettings": "kiln does not offer the logging extension; use 'kiln serve --log-verbose'",
+}
+
+#: Requests of one ModelStreamInfer stream in flight at once; the stream stops reading
+#: (gRPC flow control pushes back on the client) while this many are unanswered.
+STREAM_IN_FLIGHT = 64
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class V2GrpcService:
+    """The V2 gRPC methods over one data plane; ``handler()`` registers them with a server."""
+
+    def __init__(self, plane: DataPlane, limits: DecodeLimits) -> None:
+        self.plane = plane
+        self.limits = limits
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler for ``grpc.aio.Server.add_generic_rpc_handlers``."""
+        typed: dict[str, tuple[Handler, type[Any]]] = {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
+            "ModelConfig": (self.model_config, pb.ModelConfigRequest),
+            "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
+        }
+        methods = {name: _unary(name, method, request_type.FromString)
+                   for name, (method, request_type) in typed.items()}
+        for name, message in UNIMPLEMENTED.items():
+            methods[name] = _unary(name, _refuse(f"{name}: {message}"), None)
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer, request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=_serialize)
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+    async def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.plane.live())
+
+    async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.plane.ready())
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        # Like Triton: an unknown model is simply not ready.
+        return pb.ModelReadyResponse(
+            ready=self.plane.model_ready(request.name, request.version or None))
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest
+                              ) -> pb.ServerMetadataResponse:
+        return v2_grpc.encode_server_metadata(self.plane.server_metadata())
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest
+                             ) -> pb.ModelMetadataResponse:
+        meta = self.plane.model_metadata(request.name, request.version or None)
+        return v2_grpc.encode_model_metadata(meta)
+
+    async def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
+        model = self.plane.registry.get(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=config_to_proto(
+            request.name, model.backend.platform, model.backend.name, model.config,
+            model.signature))
+
+    async def model_statistics(self, request: pb.ModelStatisticsRequest
+                               ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.statistics(request.name or None, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
+        response = await self.plane.infer(decoded)
+        return v2_grpc.encode_infer_response(response, raw=bool(request.raw_input_contents))
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Answer each request of the stream as it completes (several run at once); a failed
+        request is answered with ``error_message`` and the stream stays open (as Triton)."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                answers.put_nowait(await self._stream_answer(request))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for request in requests:
+                    await slots.acquire()
+                    group.create_task(answer(request))
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: answers.put_nowait(None))
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader  # re-raises a failure to read the stream
+
+    async def _stream_answer(self, request: pb.ModelInferRequest
+                             ) -> pb.ModelStreamInferResponse:
+        try:
+            return pb.ModelStreamInferResponse(infer_response=await self.model_infer(request))
+        except Exception as exc:
+            _, message = grpc_status(exc, "ModelStreamInfer")
+            echo = pb.ModelInferResponse(model_name=request.model_name,
+                                         model_version=request.model_version, id=request.id)
+            return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
+
+def grpc_status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message reporting ``exc``; internal faults are logged with an id."""
+    if isinstance(exc, KilnError) and exc.kind is not ErrorKind.INTERNAL:
+        return GRPC_STATUS[exc.kind], exc.message
+    request_id = uuid.uuid4().hex[:16]
+    log.error("internal error in %s (request id %s): %s", method, request_id, exc, exc_info=exc)
+    message = exc.message if isinstance(exc, KilnError) else "internal error"
+    return grpc.StatusCode.INTERNAL, f"{message} (request id {request_id})"
+
+
+def _unary(name: str, method: Handler,
+           deserialize: Callable[[bytes], Any] | None) -> grpc.RpcMethodHandler:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request)
+        except Exception as exc:
+            code, message = grpc_status(exc, name)
+            if isinstance(exc, KilnError) and exc.retry_after_s is not None:
+                context.set_trailing_metadata(
+                    (("retry-after", str(max(1, round(exc.retry_after_s)))),))
+            await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=deserialize, response_serializer=_serialize)
+
+
+def _refuse(message: str) -> Handler:
+    async def refuse(request: bytes) -> None:
+        raise Unimplemented(message)
+
+    return refuse
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
