@@ -1,5 +1,8 @@
 """Accuracy against labels, and agreement with a reference model, on the same data.
 
+Agreement compares float outputs by error and cosine similarity, row by row; integer, boolean
+and string outputs (labels, ids, text) only by how many rows match exactly.
+
 A classifier's output is either scores (float, ``[N, classes]``: top-1 is the argmax, top-k
 counts a hit when the label is among the k highest) or labels (integer, ``[N]``).
 """
@@ -85,7 +88,7 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray) -> Agreement:
         raise InvalidArgument(f"output '{name}' has shape {list(got.shape)} but the "
                               f"reference's is {list(want.shape)}")
     rows = len(got) if got.ndim else 1
-    if got.dtype.kind in "OSU":
+    if got.dtype.kind not in "fc":  # labels, strings: only equality means anything
         same = (got == want).reshape(rows, -1).all(axis=1)
         return Agreement(output=name, samples=rows, exact_match=float(same.mean()))
     a = got.astype(np.float64).reshape(rows, -1)

@@ -215,4 +215,4 @@ def _machine() -> dict[str, Any]:
 def _jsonable(options: BenchOptions) -> dict[str, Any]:
     values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     values["shapes"] = {k: list(v) for k, v in options.shapes.items()}
-    return values
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

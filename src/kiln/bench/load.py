@@ -71,8 +71,9 @@ class _Window:
 
     WARMUP, MEASURE, STOP = 0, 1, 2
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self, plan: Plan, requests: Sequence[Any]) -> None:
+        self.plan, self._requests = plan, requests
+        self._tickets = itertools.count()
         self.start = time.perf_counter() + plan.warmup_s
         self.end = self.start + (plan.duration_s if plan.requests is None else float("inf"))
         self.admitted = 0
@@ -88,6 +89,12 @@ class _Window:
             self.admitted += 1
             return self.MEASURE
 
+    def next(self) -> tuple[Any, float, int]:
+        """The next request in turn, when it starts, and whether it is measured."""
+        request = self._requests[next(self._tickets) % len(self._requests)]
+        started = time.perf_counter()
+        return request, started, self.admit(started)
+
     def fraction(self, now: float) -> float:
         if self.plan.requests is not None:
             return self.admitted / self.plan.requests
@@ -101,25 +108,21 @@ async def closed_loop(target: Target, requests: Sequence[Any], concurrency: int,
     if isinstance(target, BlockingTarget):
         return await asyncio.to_thread(_threaded_closed_loop, target, requests, concurrency,
                                        plan, progress or NoProgress())
-    window, rec, meter = _Window(plan), Recorder(), CpuMeter(plan.server_pid)
-    tickets = itertools.count()
-    call, n = target.call, len(requests)
+    window, rec, meter = _Window(plan, requests), Recorder(), CpuMeter(plan.server_pid)
+    call = target.call
 
     async def caller() -> None:
         while True:
-            request = requests[next(tickets) % n]
-            started = time.perf_counter()
-            state = window.admit(started)
+            request, started, state = window.next()
             if state == _Window.STOP:
                 return
+            failure: Exception | None = None
             try:
                 await call(request)
             except Exception as exc:
-                if state == _Window.MEASURE:
-                    rec.failure(exc, time.perf_counter())
-            else:
-                if state == _Window.MEASURE:
-                    rec.success(started, time.perf_counter())
+                failure = exc
+            if state == _Window.MEASURE:
+                rec.record(started, time.perf_counter(), failure)
 
     callers = [asyncio.create_task(caller()) for _ in range(concurrency)]
     await _watch(window, meter, progress or NoProgress(), asyncio.gather(*callers))
@@ -129,26 +132,21 @@ async def closed_loop(target: Target, requests: Sequence[Any], concurrency: int,
 
 def _threaded_closed_loop(target: BlockingTarget, requests: Sequence[Any], concurrency: int,
                           plan: Plan, progress: Progress) -> LoadPoint:
-    window, rec, meter = _Window(plan), Recorder(), CpuMeter(plan.server_pid)
-    tickets, lock, n = itertools.count(), threading.Lock(), len(requests)
+    window, rec, meter = _Window(plan, requests), Recorder(), CpuMeter(plan.server_pid)
     call = target.call_blocking
 
     def caller() -> None:
         while True:
-            request = requests[next(tickets) % n]
-            started = time.perf_counter()
-            state = window.admit(started)
+            request, started, state = window.next()
             if state == _Window.STOP:
                 return
+            failure: Exception | None = None
             try:
                 call(request)
-                ended, failure = time.perf_counter(), None
             except Exception as exc:
-                ended, failure = time.perf_counter(), exc
+                failure = exc
             if state == _Window.MEASURE:
-                with lock:
-                    (rec.success(started, ended) if failure is None
-                     else rec.failure(failure, ended))
+                rec.record(started, time.perf_counter(), failure)
 
     threads = [threading.Thread(target=caller, daemon=True) for _ in range(concurrency)]
     for thread in threads:
@@ -162,21 +160,20 @@ async def open_loop(target: Target, requests: Sequence[Any], rate: float, plan: 
                     progress: Progress | None = None) -> LoadPoint:
     """Requests sent at ``rate`` per second whatever the answers do; latency counts from the
     moment each request was due."""
-    window, rec, meter = _Window(plan), Recorder(), CpuMeter(plan.server_pid)
+    window, rec, meter = _Window(plan, requests), Recorder(), CpuMeter(plan.server_pid)
     gaps = _gaps(rate, plan)
     pending: set[asyncio.Task[None]] = set()
     lags: list[float] = []
     dropped = most = 0
 
     async def one(request: Any, due: float, measured: bool) -> None:
+        failure: Exception | None = None
         try:
             await target.call(request)
         except Exception as exc:
-            if measured:
-                rec.failure(exc, time.perf_counter())
-        else:
-            if measured:
-                rec.success(due, time.perf_counter())
+            failure = exc
+        if measured:
+            rec.record(due, time.perf_counter(), failure)
 
     async def schedule() -> None:
         nonlocal dropped, most

@@ -50,7 +50,7 @@ def latency_vs_concurrency(report: BenchReport) -> str | None:
 def throughput_vs_concurrency(report: BenchReport) -> str | None:
     """Inferences per second against concurrency, one line per target."""
     return _per_load(report, _closed, "concurrency (requests in flight)", "inferences / s",
-                     _throughput_line, "Throughput vs concurrency")
+                     _throughput_line, "Throughput vs concurrency", yscale="linear")
 
 
 def latency_vs_rate(report: BenchReport) -> str | None:
@@ -60,7 +60,8 @@ def latency_vs_rate(report: BenchReport) -> str | None:
 
 
 def _per_load(report: BenchReport, pick: Callable[[TargetResult], list[LoadPoint]],
-              xlabel: str, ylabel: str, draw: Callable[..., None], title: str) -> str | None:
+              xlabel: str, ylabel: str, draw: Callable[..., None], title: str, *,
+              yscale: str = "log") -> str | None:
     series = [(t, pick(t)) for t in report.targets]
     series = [(t, points) for t, points in series if points]
     if not series:
@@ -72,11 +73,14 @@ def _per_load(report: BenchReport, pick: Callable[[TargetResult], list[LoadPoint
         x = [p.concurrency if p.mode == "closed" else p.rate for p in points]
         levels.update(x)
         draw(axes, target.label, f"C{index}", x, points)
-    axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale="log")
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale=yscale)
+    if yscale == "linear":
+        axes.margins(y=0.1)
+        axes.set_ylim(bottom=0)
     axes.set_xscale("log", base=2)
-    axes.set_xticks(sorted(levels), [f"{v:g}" for v in sorted(levels)])
-    axes.minorticks_off()
-    axes.grid(True, which="major", alpha=0.3)
+    axes.set_xticks(sorted(levels), [f"{v:g}" for v in sorted(levels)], minor=False)
+    axes.set_xticks([], minor=True)
+    axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     return _svg(figure)
 

@@ -98,7 +98,7 @@ class Accuracy(_Result):
 
 class Agreement(_Result):
     """How close one output is to the reference model's same output (the error metrics are
-    ``None`` for string outputs)."""
+    ``None`` for integer, boolean and string outputs)."""
 
     output: str
     samples: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,24 +45,25 @@ def latency_histogram(latencies_s: np.ndarray) -> Histogram | None:
 
 @dataclass
 class Recorder:
-    """Collects what happened to the requests of one measurement window."""
+    """Collects what happened to the requests of one measurement window (thread-safe)."""
 
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-    sent: int = 0
     last_end: float = 0.0
     first_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def success(self, started: float, ended: float) -> None:
-        self.latencies.append(ended - started)
-        self.last_end = max(self.last_end, ended)
-
-    def failure(self, exc: BaseException, ended: float) -> None:
-        kind = error_kind(exc)
-        self.errors[kind] += 1
-        self.last_end = max(self.last_end, ended)
-        if self.first_error is None:
-            self.first_error = f"{kind}: {exc}"
+    def record(self, started: float, ended: float, failure: BaseException | None) -> None:
+        """One measured request: its latency when it succeeded, its error kind when not."""
+        with self._lock:
+            self.last_end = max(self.last_end, ended)
+            if failure is None:
+                self.latencies.append(ended - started)
+                return
+            kind = error_kind(failure)
+            self.errors[kind] += 1
+            if self.first_error is None:
+                self.first_error = f"{kind}: {failure}"
 
 
 def error_kind(exc: BaseException) -> str:

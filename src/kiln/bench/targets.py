@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from kiln.errors import InvalidArgument
+from kiln.errors import ErrorKind, InvalidArgument, KilnError
 from kiln.runtime import ModelArtifact, SessionOptions, get_backend
 from kiln.runtime.base import Session
 from kiln.tensors import Signature, TensorDict
@@ -72,6 +72,14 @@ class BlockingTarget(Target, Protocol):
     in what is meant to be the limit."""
 
     def call_blocking(self, request: Any) -> Any: ...
+
+
+class RemoteError(KilnError):
+    """A failure a server reported; its ``kind`` comes from the status code it answered."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 async def infer(target: Target, inputs: TensorDict) -> TensorDict:

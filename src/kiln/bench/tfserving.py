@@ -9,28 +9,22 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kiln.bench.http import HttpClient, HttpReply, build_request
+from kiln.bench.http import HttpReply, build_request
 from kiln.bench.targets import RemoteSpec
-from kiln.bench.v2_http import get_json, http_error
+from kiln.bench.v2_http import HttpTarget, get_json
 from kiln.errors import InvalidArgument
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
 _SIGNATURE = "serving_default"
 
 
-class TfServingTarget:
+class TfServingTarget(HttpTarget):
     """A model behind a TF Serving REST endpoint (TF Serving itself, kiln, or a compatible)."""
 
-    protocol = "tfserving"
-    size_bytes = None
-
     def __init__(self, spec: RemoteSpec) -> None:
-        self.address = f"{spec.host}:{spec.port}"
-        self.label = f"tfserving {self.address}"
-        self._model = spec.model
+        super().__init__(spec)
         self._path = f"/v1/models/{spec.model}" + (f"/versions/{spec.version}"
                                                     if spec.version else "")
-        self._client = HttpClient(spec.host, spec.port, timeout_s=spec.timeout_s)
         self._outputs: tuple[TensorSpec, ...] = ()
 
     async def open(self) -> Signature:
@@ -47,21 +41,12 @@ class TfServingTarget:
         return build_request("POST", self._path + ":predict", self.address, body,
                              headers=(("Content-Type", "application/json"),))
 
-    async def call(self, request: bytes) -> HttpReply:
-        reply = await self._client.send(request)
-        if reply.status != 200:
-            raise http_error(reply, f"model '{self._model}'")
-        return reply
-
     def decode(self, reply: HttpReply) -> TensorDict:
         outputs = orjson.loads(reply.body)["outputs"]
         if not isinstance(outputs, dict):  # one output: the value itself
             outputs = {self._outputs[0].name if self._outputs else "output": outputs}
         dtypes = {spec.name: spec.datatype for spec in self._outputs}
         return {name: _from_json(value, dtypes.get(name)) for name, value in outputs.items()}
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 def _signature(meta: dict[str, Any], model: str) -> Signature:

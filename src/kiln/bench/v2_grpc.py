@@ -1,47 +1,33 @@
-"""KServe V2 gRPC (``inference.GRPCInferenceService``) through ``grpc.aio`` and the protocol
-messages that ship with ``tritonclient[grpc]``. Requests carry ``raw_input_contents`` and are
-built once; one HTTP/2 channel multiplexes every concurrent call."""
+"""KServe V2 over gRPC (``inference.GRPCInferenceService``, as Triton and kiln serve it)
+through ``grpc.aio``. Requests carry ``raw_input_contents`` and are serialized once; the load
+loop sends those bytes and does not parse the answers. One HTTP/2 channel multiplexes every
+concurrent call."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import numpy as np
 
-from kiln.bench.targets import RemoteSpec
-from kiln.errors import (
-    InternalError,
-    InvalidArgument,
-    KilnError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
+from kiln.bench.targets import RemoteError, RemoteSpec
+from kiln.errors import ErrorKind
+from kiln.proto import grpc_service_pb2 as pb
 from kiln.serve.codecs.binary import decode_tensor, encode_tensor
+from kiln.serve.codecs.v2_grpc import CONTENTS
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
-_INSTALL = "the gRPC target needs tritonclient[grpc]: pip install 'kiln-ml[bench]'"
-#: ``InferTensorContents`` field per datatype, for servers that answer with typed contents.
-_CONTENTS = {
-    DataType.BOOL: "bool_contents", DataType.INT8: "int_contents",
-    DataType.INT16: "int_contents", DataType.INT32: "int_contents",
-    DataType.INT64: "int64_contents", DataType.UINT8: "uint_contents",
-    DataType.UINT16: "uint_contents", DataType.UINT32: "uint_contents",
-    DataType.UINT64: "uint64_contents", DataType.FP32: "fp32_contents",
-    DataType.FP64: "fp64_contents", DataType.BYTES: "bytes_contents",
+_SERVICE = "/inference.GRPCInferenceService/"
+#: gRPC status -> the error kind the report counts (others: internal).
+_STATUS_KINDS: dict[grpc.StatusCode, ErrorKind] = {
+    grpc.StatusCode.INVALID_ARGUMENT: ErrorKind.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: ErrorKind.NOT_FOUND,
+    grpc.StatusCode.UNAVAILABLE: ErrorKind.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ErrorKind.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAUTHENTICATED: ErrorKind.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: ErrorKind.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED: ErrorKind.UNIMPLEMENTED,
 }
-
-
-def _modules() -> tuple[Any, Any, Any]:
-    try:
-        import grpc
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
-    except ImportError as exc:
-        raise Unimplemented(f"{_INSTALL} ({exc})") from None
-    return grpc, service_pb2, service_pb2_grpc
 
 
 class V2GrpcTarget:
@@ -51,53 +37,56 @@ class V2GrpcTarget:
     size_bytes = None
 
     def __init__(self, spec: RemoteSpec) -> None:
-        self._grpc, self._pb, self._stubs = _modules()
         self.address = f"{spec.host}:{spec.port}"
         self.label = f"v2-grpc {self.address}"
         self._model, self._version = spec.model, spec.version or ""
         self._timeout_s = spec.timeout_s
-        self._channel: Any = None
-        self._stub: Any = None
+        self._channel: grpc.aio.Channel | None = None
+        self._infer: Any = None
 
     async def open(self) -> Signature:
-        # NOTE: an aio channel belongs to the event loop it is created on, so it is made here.
-        unlimited = [("grpc.max_send_message_length", -1),
-                     ("grpc.max_receive_message_length", -1)]
-        self._channel = self._grpc.aio.insecure_channel(self.address, options=unlimited)
-        self._stub = self._stubs.GRPCInferenceServiceStub(self._channel)
-        request = self._pb.ModelMetadataRequest(name=self._model, version=self._version)
+        # NOTE: an aio channel belongs to the event loop it is made on, so it is made here.
+        self._channel = grpc.aio.insecure_channel(self.address, options=[
+            ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)])
+        self._infer = self._channel.unary_unary(_SERVICE + "ModelInfer")
+        metadata = self._channel.unary_unary(
+            _SERVICE + "ModelMetadata",
+            request_serializer=pb.ModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.ModelMetadataResponse.FromString)
+        request = pb.ModelMetadataRequest(name=self._model, version=self._version)
         try:
-            meta = await self._stub.ModelMetadata(request, timeout=self._timeout_s)
-        except self._grpc.aio.AioRpcError as exc:
+            meta = await metadata(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
             raise self._error(exc, f"model '{self._model}' metadata") from None
         return Signature(inputs=tuple(_spec(t) for t in meta.inputs),
                          outputs=tuple(_spec(t) for t in meta.outputs))
 
-    def encode(self, inputs: TensorDict) -> Any:
-        request = self._pb.ModelInferRequest(model_name=self._model,
-                                             model_version=self._version)
+    def encode(self, inputs: TensorDict) -> bytes:
+        request = pb.ModelInferRequest(model_name=self._model, model_version=self._version)
         for name, array in inputs.items():
             datatype = DataType.from_numpy(array.dtype)
             request.inputs.add(name=name, datatype=datatype.v2, shape=array.shape)
             request.raw_input_contents.append(encode_tensor(array, datatype))
-        return request
+        return request.SerializeToString()
 
-    async def call(self, request: Any) -> Any:
+    async def call(self, request: bytes) -> bytes:
         try:
-            return await self._stub.ModelInfer(request, timeout=self._timeout_s)
-        except self._grpc.aio.AioRpcError as exc:
+            reply: bytes = await self._infer(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
             raise self._error(exc, f"model '{self._model}'") from None
+        return reply
 
-    def decode(self, reply: Any) -> TensorDict:
+    def decode(self, reply: bytes) -> TensorDict:
+        response = pb.ModelInferResponse.FromString(reply)
         outputs = {}
-        for index, tensor in enumerate(reply.outputs):
+        for index, tensor in enumerate(response.outputs):
             datatype, shape = DataType.from_v2(tensor.datatype), tuple(tensor.shape)
-            count = int(np.prod(shape))
-            if index < len(reply.raw_output_contents):
-                outputs[tensor.name] = decode_tensor(reply.raw_output_contents[index], datatype,
-                                                     shape, count, what=tensor.name)
-            else:
-                values = list(getattr(tensor.contents, _CONTENTS[datatype]))
+            if index < len(response.raw_output_contents):
+                outputs[tensor.name] = decode_tensor(
+                    response.raw_output_contents[index], datatype, shape,
+                    int(np.prod(shape)), what=tensor.name)
+            else:  # typed contents
+                values = list(getattr(tensor.contents, CONTENTS[datatype][0]))
                 dtype = object if datatype is DataType.BYTES else datatype.numpy
                 outputs[tensor.name] = np.array(values, dtype=dtype).reshape(shape)
         return outputs
@@ -107,19 +96,13 @@ class V2GrpcTarget:
             await self._channel.close()
             self._channel = None
 
-    def _error(self, exc: Any, what: str) -> KilnError | TimeoutError:
-        code = self._grpc.StatusCode
-        if exc.code() == code.DEADLINE_EXCEEDED:
+    def _error(self, exc: grpc.aio.AioRpcError, what: str) -> RemoteError | TimeoutError:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return TimeoutError(f"{what}: no answer within {self._timeout_s} s")
-        kinds: dict[Any, type[KilnError]] = {
-            code.INVALID_ARGUMENT: InvalidArgument, code.NOT_FOUND: NotFound,
-            code.UNAVAILABLE: Unavailable, code.RESOURCE_EXHAUSTED: ResourceExhausted,
-            code.UNAUTHENTICATED: Unauthenticated, code.PERMISSION_DENIED: PermissionDenied,
-            code.UNIMPLEMENTED: Unimplemented,
-        }
-        kind = kinds.get(exc.code(), InternalError)
-        return kind(f"{what}: gRPC {exc.code().name}: {exc.details()}")
+        return RemoteError(_STATUS_KINDS.get(exc.code(), ErrorKind.INTERNAL),
+                           f"{what}: gRPC {exc.code().name}: {exc.details()}")
 
 
 def _spec(meta: Any) -> TensorSpec:
-    return TensorSpec(meta.name, DataType.from_v2(meta.datatype), tuple(int(d) for d in meta.shape))
+    return TensorSpec(meta.name, DataType.from_v2(meta.datatype),
+                      tuple(int(d) for d in meta.shape))

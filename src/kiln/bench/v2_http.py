@@ -10,39 +10,31 @@ import numpy as np
 import orjson
 
 from kiln.bench.http import HttpClient, HttpReply, build_request
-from kiln.bench.targets import RemoteSpec
-from kiln.errors import (
-    InternalError,
-    InvalidArgument,
-    KilnError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
+from kiln.bench.targets import RemoteError, RemoteSpec
+from kiln.errors import ErrorKind
 from kiln.serve.codecs.binary import decode_tensor, encode_tensor
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
 _HEADER_LENGTH = b"inference-header-content-length"
 
 #: HTTP status -> the error kind the report counts (other 4xx: invalid argument, 5xx: internal).
-_STATUS_ERRORS: dict[int, type[KilnError]] = {
-    400: InvalidArgument, 401: Unauthenticated, 403: PermissionDenied, 404: NotFound,
-    413: ResourceExhausted, 429: ResourceExhausted, 501: Unimplemented, 503: Unavailable,
+_STATUS_KINDS: dict[int, ErrorKind] = {
+    400: ErrorKind.INVALID_ARGUMENT, 401: ErrorKind.UNAUTHENTICATED,
+    403: ErrorKind.PERMISSION_DENIED, 404: ErrorKind.NOT_FOUND,
+    413: ErrorKind.RESOURCE_EXHAUSTED, 429: ErrorKind.RESOURCE_EXHAUSTED,
+    501: ErrorKind.UNIMPLEMENTED, 503: ErrorKind.UNAVAILABLE,
 }
 
 
-def http_error(reply: HttpReply, what: str) -> KilnError:
-    """The ``KilnError`` for a failed reply, carrying the server's ``{"error": ...}`` text."""
+def http_error(reply: HttpReply, what: str) -> RemoteError:
+    """The error for a failed reply, carrying the server's ``{"error": ...}`` text."""
     try:
         message = str(orjson.loads(reply.body).get("error", reply.body[:200]))
     except (orjson.JSONDecodeError, AttributeError):
         message = reply.body[:200].decode("utf-8", "replace")
-    kind = _STATUS_ERRORS.get(reply.status, InvalidArgument if reply.status < 500
-                              else InternalError)
-    return kind(f"{what}: HTTP {reply.status}: {message}")
+    default = ErrorKind.INVALID_ARGUMENT if reply.status < 500 else ErrorKind.INTERNAL
+    return RemoteError(_STATUS_KINDS.get(reply.status, default),
+                       f"{what}: HTTP {reply.status}: {message}")
 
 
 async def get_json(client: HttpClient, path: str, what: str) -> Any:
@@ -53,20 +45,36 @@ async def get_json(client: HttpClient, path: str, what: str) -> Any:
     return orjson.loads(reply.body)
 
 
-class V2HttpTarget:
-    """A model behind a KServe V2 REST endpoint."""
+class HttpTarget:
+    """What HTTP targets share: the connection pool, sending, failing on a non-200 reply."""
 
     size_bytes = None
 
     def __init__(self, spec: RemoteSpec) -> None:
         self.protocol = spec.protocol
-        self.binary = spec.protocol == "v2-binary"
         self.address = f"{spec.host}:{spec.port}"
         self.label = f"{spec.protocol} {self.address}"
         self._model = spec.model
+        self._client = HttpClient(spec.host, spec.port, timeout_s=spec.timeout_s)
+
+    async def call(self, request: bytes) -> HttpReply:
+        reply = await self._client.send(request)
+        if reply.status != 200:
+            raise http_error(reply, f"model '{self._model}'")
+        return reply
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class V2HttpTarget(HttpTarget):
+    """A model behind a KServe V2 REST endpoint."""
+
+    def __init__(self, spec: RemoteSpec) -> None:
+        super().__init__(spec)
+        self.binary = spec.protocol == "v2-binary"
         base = f"/v2/models/{spec.model}"
         self._path = base + (f"/versions/{spec.version}" if spec.version else "")
-        self._client = HttpClient(spec.host, spec.port, timeout_s=spec.timeout_s)
 
     async def open(self) -> Signature:
         meta = await get_json(self._client, self._path, f"model '{self._model}' metadata")
@@ -97,12 +105,6 @@ class V2HttpTarget:
         return build_request("POST", self._path + "/infer", self.address,
                              b"".join([header, *blobs]), headers=tuple(headers))
 
-    async def call(self, request: bytes) -> HttpReply:
-        reply = await self._client.send(request)
-        if reply.status != 200:
-            raise http_error(reply, f"model '{self._model}'")
-        return reply
-
     def decode(self, reply: HttpReply) -> TensorDict:
         length = reply.headers.get(_HEADER_LENGTH)
         split = int(length) if length is not None else len(reply.body)
@@ -119,9 +121,6 @@ class V2HttpTarget:
                                                   shape, count, what=item["name"])
             offset += size
         return outputs
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 def _spec(meta: dict[str, Any]) -> TensorSpec:

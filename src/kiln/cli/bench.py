@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         options = _options(args)
         report = (compare if comparing else run)(targets, options, progress=progress)
     except KilnError as exc:
-        errors.print(f"kiln bench: {exc.message}", highlight=False)
+        print(f"kiln bench: {exc.message}", file=sys.stderr)
         return 2
     finally:
         progress.close()
