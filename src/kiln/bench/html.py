@@ -39,8 +39,10 @@ was due, so queueing shows. Throughput is answered requests over the measured ti
 excluded); inferences/s multiplies by the rows per request. Percentiles are over successful
 requests. <b>Client cores</b> is the CPU the load generator used: when it nears one core the
 generator, not the target, is the limit, and the row is flagged. For an in-process target it is
-the model's own CPU. Accuracy and agreement are computed on the same data for every target;
-agreement compares each output with the reference model's, row by row.</p></div>
+the model's own CPU. <b>Machine cores</b> counts every process on the machine: when it is well
+above client plus server, something else was competing for the CPU. Accuracy and agreement
+are computed on the same data for every target; agreement compares each output with the
+reference model's, row by row.</p></div>
 """
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from kiln.bench.results import LoadPoint
-from kiln.bench.stats import CpuMeter, Recorder, latency_histogram, latency_stats
+from kiln.bench.stats import CpuMeter, CpuUse, Recorder, latency_histogram, latency_stats
 from kiln.bench.targets import BlockingTarget, Target
 
 
@@ -126,8 +126,8 @@ async def closed_loop(target: Target, requests: Sequence[Any], concurrency: int,
 
     callers = [asyncio.create_task(caller()) for _ in range(concurrency)]
     await _watch(window, meter, progress or NoProgress(), asyncio.gather(*callers))
-    client, server = meter.stop(requests=window.admitted, loop_thread=True)
-    return _point("closed", concurrency, None, plan, window, rec, client, server)
+    use = meter.stop(requests=window.admitted, loop_thread=True)
+    return _point("closed", concurrency, None, plan, window, rec, use)
 
 
 def _threaded_closed_loop(target: BlockingTarget, requests: Sequence[Any], concurrency: int,
@@ -152,8 +152,8 @@ def _threaded_closed_loop(target: BlockingTarget, requests: Sequence[Any], concu
     for thread in threads:
         thread.start()
     _watch_threads(window, meter, progress, threads)
-    client, server = meter.stop(requests=window.admitted, loop_thread=False)
-    return _point("closed", concurrency, None, plan, window, rec, client, server)
+    use = meter.stop(requests=window.admitted, loop_thread=False)
+    return _point("closed", concurrency, None, plan, window, rec, use)
 
 
 async def open_loop(target: Target, requests: Sequence[Any], rate: float, plan: Plan,
@@ -202,10 +202,10 @@ async def open_loop(target: Target, requests: Sequence[Any], rate: float, plan: 
         await asyncio.gather(*pending)
 
     await _watch(window, meter, progress or NoProgress(), schedule())
-    client, server = meter.stop(requests=window.admitted, loop_thread=True)
+    use = meter.stop(requests=window.admitted, loop_thread=True)
     lag = float(np.percentile(lags, 99) * 1e3) if lags else None
-    return _point("open", most, rate, plan, window, rec, client, server,
-                  dropped=dropped, send_lag_p99_ms=lag)
+    return _point("open", most, rate, plan, window, rec, use, dropped=dropped,
+                  send_lag_p99_ms=lag)
 
 
 def _gaps(rate: float, plan: Plan) -> Any:
@@ -245,7 +245,7 @@ def _watch_threads(window: _Window, meter: CpuMeter, progress: Progress,
 
 
 def _point(mode: str, concurrency: int, rate: float | None, plan: Plan, window: _Window,
-           rec: Recorder, client: Any, server: float | None, *, dropped: int = 0,
+           rec: Recorder, use: CpuUse, *, dropped: int = 0,
            send_lag_p99_ms: float | None = None) -> LoadPoint:
     latencies = np.asarray(rec.latencies)
     duration = max(rec.last_end - window.start, 1e-9)
@@ -256,7 +256,8 @@ def _point(mode: str, concurrency: int, rate: float | None, plan: Plan, window: 
         dropped=dropped, requests_per_s=ok / duration,
         inferences_per_s=ok * plan.batch_size / duration,
         latency_ms=latency_stats(latencies), histogram=latency_histogram(latencies),
-        client=client, server_cores=server, send_lag_p99_ms=send_lag_p99_ms,
+        client=use.client, server_cores=use.server_cores, machine_cores=use.machine_cores,
+        send_lag_p99_ms=send_lag_p99_ms,
         first_error=rec.first_error,
     )
 

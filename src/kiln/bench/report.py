@@ -18,7 +18,7 @@ from kiln.bench.results import BenchReport, LoadPoint
 #: Columns of the load table on the HTML page.
 LOAD_COLUMNS = ("target", "load", "req/s", "inf/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms",
                 "max ms", "sent", "ok", "errors", "client cores", "client µs/req",
-                "server cores")
+                "server cores", "machine cores")
 #: The load columns the terminal shows.
 TERMINAL_LOAD_COLUMNS = ("target", "load", "inf/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
                          "ok", "errors", "client cores")
@@ -57,7 +57,7 @@ def load_rows(report: BenchReport) -> list[tuple[LoadPoint, list[str]]]:
                 target.label, point_name(point), f"{point.requests_per_s:,.0f}",
                 f"{point.inferences_per_s:,.0f}", *latency, str(point.sent), str(point.ok),
                 errors, f"{point.client.cores:.2f}", f"{point.client.us_per_request:,.0f}",
-                _num(point.server_cores, ".2f")]))
+                _num(point.server_cores, ".2f"), _num(point.machine_cores, ".2f")]))
     return rows
 
 

@@ -80,6 +80,8 @@ class LoadPoint(_Result):
     client: ClientCpu
     #: Cores the server process used, when its pid was given (``None`` otherwise).
     server_cores: float | None = None
+    #: Cores busy on the whole machine (everything on it, not only client and server).
+    machine_cores: float | None = None
     #: Open loop: how late the generator sent requests, 99th percentile, in ms.
     send_lag_p99_ms: float | None = None
     #: The first error message seen, to say what went wrong.

@@ -75,25 +75,36 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """What ``CpuMeter`` saw over one load point."""
+
+    client: ClientCpu
+    #: Cores the server process used (``None`` without its pid).
+    server_cores: float | None
+    #: Cores busy on the whole machine, every process included (``None`` off Linux).
+    machine_cores: float | None
+
+
 class CpuMeter:
     """CPU used between ``start`` and ``stop``: this process, the calling thread (the event
-    loop, when called from it) and, given its pid, a server process on this machine."""
+    loop, when called from it), a server process on this machine (given its pid), and the
+    whole machine, so that a neighbour eating the cores shows in the report."""
 
     def __init__(self, server_pid: int | None = None) -> None:
         self.server_pid = server_pid
-        self._start = (0.0, 0.0, 0.0, 0.0)
+        self._start = (0.0, 0.0, 0.0, 0.0, 0.0)
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, float, float, float, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return (time.perf_counter(), usage.ru_utime + usage.ru_stime, time.thread_time(),
-                process_cpu_s(self.server_pid) if self.server_pid else 0.0)
+                process_cpu_s(self.server_pid) if self.server_pid else 0.0, machine_busy_s())
 
     def start(self) -> None:
         self._start = self._read()
 
-    def stop(self, *, requests: int, loop_thread: bool) -> tuple[ClientCpu, float | None]:
-        """The generator's CPU use (``loop_thread``: the caller is the event loop) and the
-        server's cores (``None`` without a pid)."""
+    def stop(self, *, requests: int, loop_thread: bool) -> CpuUse:
+        """What was used since ``start``; ``loop_thread``: the caller is the event loop."""
         end = self._read()
         wall = max(end[0] - self._start[0], 1e-9)
         cpu, thread = end[1] - self._start[1], end[2] - self._start[2]
@@ -103,7 +114,12 @@ class CpuMeter:
         client = ClientCpu(cpu_s=cpu, cores=cores, loop_cores=loop_cores,
                            us_per_request=cpu / max(requests, 1) * 1e6, saturated=saturated)
         server = (end[3] - self._start[3]) / wall if self.server_pid else None
-        return client, server
+        machine = (end[4] - self._start[4]) / wall if end[4] else None
+        return CpuUse(client, server, machine)
+
+
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pid: int) -> float:
@@ -114,4 +130,16 @@ def process_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / _clock_ticks()
+
+
+def machine_busy_s() -> float:
+    """CPU-seconds every core of the machine spent busy since boot (0 without ``/proc``)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user..steal; guest time is already inside user
+    return busy / _clock_ticks()
