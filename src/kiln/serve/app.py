@@ -84,7 +84,7 @@ class KilnServer:
         config = uvicorn.Config(
             app, host=s.http_address, port=s.http_port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
-            date_header=False, timeout_keep_alive=30,
+            date_header=False, timeout_keep_alive=30, limit_concurrency=s.http_max_connections,
         )
         self._http = uvicorn.Server(config)
         # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns
