@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -161,54 +161,64 @@ async def open_loop(target: Target, requests: Sequence[Any], rate: float, plan: 
     """Requests sent at ``rate`` per second whatever the answers do; latency counts from the
     moment each request was due."""
     window, rec, meter = _Window(plan, requests), Recorder(), CpuMeter(plan.server_pid)
-    gaps = _gaps(rate, plan)
-    pending: set[asyncio.Task[None]] = set()
-    lags: list[float] = []
-    dropped = most = 0
+    sender = _OpenLoopSender(target, requests, rec, plan.max_outstanding)
+    await _watch(window, meter, progress or NoProgress(), sender.run(window, _gaps(rate, plan)))
+    use = meter.stop(requests=window.admitted, loop_thread=True)
+    lag = float(np.percentile(sender.lags, 99) * 1e3) if sender.lags else None
+    return _point("open", sender.most, rate, plan, window, rec, use, dropped=sender.dropped,
+                  send_lag_p99_ms=lag)
 
-    async def one(request: Any, due: float, measured: bool) -> None:
-        failure: Exception | None = None
-        try:
-            await target.call(request)
-        except Exception as exc:
-            failure = exc
-        if measured:
-            rec.record(due, time.perf_counter(), failure)
 
-    async def schedule() -> None:
-        nonlocal dropped, most
+class _OpenLoopSender:
+    """Sends each request when it is due, as its own task, unless too many are waiting."""
+
+    def __init__(self, target: Target, requests: Sequence[Any], rec: Recorder,
+                 max_outstanding: int) -> None:
+        self.target, self.requests, self.rec = target, requests, rec
+        self.max_outstanding = max_outstanding
+        self.pending: set[asyncio.Task[None]] = set()
+        self.lags: list[float] = []
+        self.dropped = self.most = 0
+
+    async def run(self, window: _Window, gaps: Iterator[float]) -> None:
         due = time.perf_counter()
         for ticket in itertools.count():
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now = time.perf_counter()
             state = window.admit(due)
             if state == _Window.STOP:
                 break
-            if len(pending) >= plan.max_outstanding:
-                dropped += state == _Window.MEASURE
-            else:
-                # NOTE: timers may fire a little early; a request is timed from when it was
-                # due, or from when it left if that was earlier, so latency stays positive.
-                task = asyncio.create_task(one(requests[ticket % len(requests)],
-                                               min(due, now), state == _Window.MEASURE))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                most = max(most, len(pending))
-                if state == _Window.MEASURE:
-                    lags.append(max(0.0, now - due))
+            self._send(self.requests[ticket % len(self.requests)], due,
+                       state == _Window.MEASURE)
             due += next(gaps)
-        await asyncio.gather(*pending)
+        await asyncio.gather(*self.pending)
 
-    await _watch(window, meter, progress or NoProgress(), schedule())
-    use = meter.stop(requests=window.admitted, loop_thread=True)
-    lag = float(np.percentile(lags, 99) * 1e3) if lags else None
-    return _point("open", most, rate, plan, window, rec, use, dropped=dropped,
-                  send_lag_p99_ms=lag)
+    def _send(self, request: Any, due: float, measured: bool) -> None:
+        if len(self.pending) >= self.max_outstanding:
+            self.dropped += measured
+            return
+        now = time.perf_counter()
+        # NOTE: timers may fire a little early; a request is timed from when it was due, or
+        # from when it left if that was earlier, so latency stays positive.
+        task = asyncio.create_task(self._one(request, min(due, now), measured))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        self.most = max(self.most, len(self.pending))
+        if measured:
+            self.lags.append(max(0.0, now - due))
+
+    async def _one(self, request: Any, start: float, measured: bool) -> None:
+        failure: Exception | None = None
+        try:
+            await self.target.call(request)
+        except Exception as exc:
+            failure = exc
+        if measured:
+            self.rec.record(start, time.perf_counter(), failure)
 
 
-def _gaps(rate: float, plan: Plan) -> Any:
+def _gaps(rate: float, plan: Plan) -> Iterator[float]:
     if plan.distribution == "poisson":
         rng = np.random.default_rng(plan.seed)
         return iter(lambda: float(rng.exponential(1.0 / rate)), None)
