@@ -116,8 +116,8 @@ async def _run(items: list[str | Target], options: BenchOptions,
     dataset: inputs.Dataset | None = None
     expected: TensorDict | None = None
     results = []
-    for item in items:
-        target = _open(item, options)
+    targets = [_open(item, options) for item in items]  # a wrong spec fails before any load
+    for target in targets:
         try:
             signature = await target.open()
             if dataset is None:

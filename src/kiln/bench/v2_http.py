@@ -11,7 +11,7 @@ import orjson
 
 from kiln.bench.http import HttpClient, HttpReply, build_request
 from kiln.bench.targets import RemoteError, RemoteSpec
-from kiln.errors import ErrorKind
+from kiln.errors import ErrorKind, Unavailable
 from kiln.serve.codecs.binary import decode_tensor, encode_tensor
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
@@ -39,7 +39,10 @@ def http_error(reply: HttpReply, what: str) -> RemoteError:
 
 async def get_json(client: HttpClient, path: str, what: str) -> Any:
     """GET ``path`` and parse its JSON body; failures become ``KilnError``s naming ``what``."""
-    reply = await client.send(build_request("GET", path, f"{client.host}:{client.port}"))
+    try:
+        reply = await client.send(build_request("GET", path, f"{client.host}:{client.port}"))
+    except TimeoutError:
+        raise Unavailable(f"{what}: no answer within {client.timeout_s} s") from None
     if reply.status != 200:
         raise http_error(reply, what)
     return orjson.loads(reply.body)
