@@ -56,7 +56,7 @@ def test_parity_failure_names_output_figures_and_set() -> None:
     assert report.outputs[1].max_abs_error == pytest.approx(0.5)
     assert report.describe_failures() == (
         "output 'OUTPUT1' (FP32): max abs error 0.5, max rel error 1 exceed atol 0.1 / "
-        "rtol 0 (worst: examples)")
+        "rtol 0 (first failing set: examples)")
 
 
 def test_parity_shape_mismatch_and_runtime_refusal_fail() -> None:

@@ -148,7 +148,7 @@ def _failed(args: argparse.Namespace, console: Any, exc: KilnError) -> int:
         return 1
     if report is not None:
         console.print(_parity_table(report))
-    console.print(f"kiln convert: {exc.message}", markup=False)
+    console.print(f"kiln convert: {exc.message} (nothing written)", markup=False)
     return 1
 
 

@@ -70,6 +70,20 @@ def specs_from_examples(examples: TensorDict, *, batch: bool = True) -> tuple[Te
     return tuple(specs)
 
 
+def choose_specs(declared: Sequence[TensorSpec] | None, examples: TensorDict | None, *,
+                 model_specs: Sequence[TensorSpec] = (), missing: str) -> tuple[TensorSpec, ...]:
+    """Declared inputs first, then the model's own, then the examples'; else fail: ``missing``."""
+    from kiln.convert.base import ConversionError
+
+    if declared:
+        return tuple(declared)
+    if model_specs:
+        return tuple(model_specs)
+    if examples is not None:
+        return specs_from_examples(examples)
+    raise ConversionError(missing)
+
+
 def check_examples(specs: Sequence[TensorSpec], examples: TensorDict) -> None:
     """Examples must match the signature: every input, its datatype and its shape."""
     for spec in specs:

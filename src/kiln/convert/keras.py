@@ -26,7 +26,7 @@ from kiln.convert.base import (
     version_of,
 )
 from kiln.convert.graph import name_outputs, unknown_ops
-from kiln.convert.inputs import specs_from_examples
+from kiln.convert.inputs import choose_specs
 from kiln.tensors import DataType, TensorDict, TensorSpec
 
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -56,17 +56,9 @@ class KerasConverter:
 
     def input_specs(self, model: object, examples: TensorDict | None,
                     declared: Sequence[TensorSpec] | None) -> tuple[TensorSpec, ...]:
-        if declared:
-            return tuple(declared)
-        specs = _model_specs(model)
-        if specs:
-            return specs
-        if examples is None:
-            raise ConversionError(
-                "this Keras model declares no inputs (a subclassed model that was never "
-                "built); give example inputs or declare the inputs"
-            )
-        return specs_from_examples(examples)
+        return choose_specs(declared, examples, model_specs=_model_specs(model), missing=(
+            "this Keras model declares no inputs (a subclassed model that was never built); "
+            "give example inputs or declare the inputs"))
 
     def export(self, model: object, request: ExportRequest) -> Any:
         tf = _tf()

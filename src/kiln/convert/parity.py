@@ -50,7 +50,7 @@ class OutputParity:
     atol: float
     rtol: float
     passed: bool
-    #: The input set with the largest absolute error (or the first failure's reason).
+    #: The input set with the largest absolute error; on failure, the first failing set.
     worst: str
 
 
@@ -77,7 +77,7 @@ class ParityReport:
         return "; ".join(
             f"output '{o.name}' ({o.datatype}): max abs error {o.max_abs_error:.3g}, "
             f"max rel error {o.max_rel_error:.3g} exceed atol {o.atol:g} / rtol {o.rtol:g} "
-            f"(worst: {o.worst})" for o in self.failures())
+            f"(first failing set: {o.worst})" for o in self.failures())
 
 
 def tolerance_for(datatype: DataType, overrides: Mapping[DataType, Tolerance] | None) -> Tolerance:

@@ -31,7 +31,7 @@ from kiln.convert.base import (
     version_of,
 )
 from kiln.convert.graph import name_outputs
-from kiln.convert.inputs import specs_from_examples
+from kiln.convert.inputs import choose_specs
 from kiln.tensors import TensorDict, TensorSpec
 
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
@@ -69,14 +69,9 @@ class TorchConverter:
 
     def input_specs(self, model: object, examples: TensorDict | None,
                     declared: Sequence[TensorSpec] | None) -> tuple[TensorSpec, ...]:
-        if declared:
-            return tuple(declared)
-        if examples is None:
-            raise ConversionError(
-                "a PyTorch model needs example inputs or declared inputs "
-                "(name, datatype, shape with -1 for dynamic dimensions) to be exported"
-            )
-        return specs_from_examples(examples)
+        return choose_specs(declared, examples, missing=(
+            "a PyTorch model needs example inputs or declared inputs "
+            "(name, datatype, shape with -1 for dynamic dimensions) to be exported"))
 
     def export(self, model: object, request: ExportRequest) -> Any:
         torch = _torch()
