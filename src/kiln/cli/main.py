@@ -13,6 +13,7 @@ from kiln import __version__
 COMMANDS = {
     "serve": "kiln.cli.serve",
     "bench": "kiln.cli.bench",
+    "convert": "kiln.cli.convert",
 }
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from kiln.errors import ConfigError
 from kiln.tensors import DataType
@@ -44,6 +52,10 @@ class TensorConfig(_Strict):
     @classmethod
     def _datatype(cls, value: Any) -> Any:
         return DataType.from_any(value) if isinstance(value, str) else value
+
+    @field_serializer("datatype")
+    def _datatype_name(self, datatype: DataType) -> str:
+        return datatype.v2
 
     @field_validator("dims")
     @classmethod
