@@ -87,3 +87,14 @@ def add_sub_model() -> onnx.ModelProto:
          helper.make_tensor_value_info("OUTPUT1", TensorProto.FLOAT, dims)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def offset_model(offset: float) -> onnx.ModelProto:
+    """``y = x + offset`` on ``x [B, 4]`` FP32: versions that answer differently."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "offset"], ["y"])], "offset",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array([offset], np.float32), "offset")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
