@@ -111,3 +111,14 @@ def dense_softmax_weights(features: int, classes: int, *,
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((features, classes)) / np.sqrt(features)).astype(np.float32)
     return w, (rng.standard_normal(classes) * 0.1).astype(np.float32)
+
+
+def offset_model(offset: float) -> onnx.ModelProto:
+    """``y = x + offset`` on ``x [B, 4]`` FP32: versions that answer differently."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "offset"], ["y"])], "offset",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.array([offset], np.float32), "offset")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])

@@ -250,8 +250,10 @@ ERROR_CASES = {
                  "input 'in_BYTES' element 7 is not UTF-8 text"),
     "oversized": (lambda c: c.infer("add_sub", add_sub_inputs(rows=10_000)[0]),
                   "RESOURCE_EXHAUSTED", f"vs. {MAX_MESSAGE}"),
-    "repository": (lambda c: c.get_model_repository_index(), "UNIMPLEMENTED",
-                   "model repository extension"),
+    "repository-off": (lambda c: c.get_model_repository_index(), "PERMISSION_DENIED",
+                       "--allow-repository-api true"),
+    "shared-memory": (lambda c: c.get_system_shared_memory_status(), "UNIMPLEMENTED",
+                      "does not support shared-memory tensors"),
 }
 
 

@@ -43,6 +43,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--repository-poll-secs",), "repository_poll_secs", {"type": float}),
     (("--strict-readiness",), "strict_readiness", {"type": _bool}),
     (("--exit-timeout-secs",), "exit_timeout_secs", {"type": float}),
+    (("--allow-repository-api",), "allow_repository_api", {"type": _bool}),
     (("--http-max-input-size", "--max-request-bytes"), "max_request_bytes", {"type": int}),
     (("--log-verbose",), "log_verbose", {"type": int}),
     (("--log-format",), "log_format", {"choices": ["text", "json"]}),

@@ -7,12 +7,13 @@ a wire format.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from kiln import __version__
-from kiln.errors import InternalError
+from kiln.errors import InternalError, Unavailable
 from kiln.serve.messages import InferenceRequest, InferenceResponse
 from kiln.serve.model import ModelVersion
 from kiln.serve.registry import ModelRegistry
@@ -46,7 +47,11 @@ class DataPlane:
     def __init__(self, registry: ModelRegistry, *, strict_readiness: bool = True) -> None:
         self.registry = registry
         self.strict_readiness = strict_readiness
+        #: False once shutdown begins: readiness answers no and new requests are refused.
         self.accepting = True
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def live(self) -> bool:
         return True
@@ -74,15 +79,35 @@ class DataPlane:
         )
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        if not self.accepting:
+            raise Unavailable("the server is shutting down; send the request to another "
+                              "replica", retry_after_s=1)
         model = self.registry.get(request.model_name, request.model_version)
         started = time.monotonic_ns()
+        if not self._in_flight:
+            self._idle.clear()
+        self._in_flight += 1
         try:
             response = await self._infer(model, request)
         except Exception:
             model.batcher.stats.fail.add(time.monotonic_ns() - started)
             raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         model.batcher.stats.success.add(time.monotonic_ns() - started)
         return response
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests, then wait (at most ``timeout_s``) for those in flight to
+        finish; True when none is left."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def _infer(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
         rows = validate_request(request, model.signature)

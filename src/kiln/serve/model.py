@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,9 +71,37 @@ class ModelVersion:
         return await self.batcher.submit(inputs, rows=rows, outputs=outputs, priority=priority,
                                          timeout_us=timeout_us)
 
-    def close(self) -> None:
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no request is queued or running, at most ``timeout_s``; True when idle.
+
+        NOTE: the registry stops handing this version out before draining it, and a request
+        goes from ``registry.get`` into the queue without yielding, so none arrives later.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.batcher.queue_depth or self.batcher.busy:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    async def close(self) -> None:
+        """Fail whatever still waits (after a drain: nothing), then free the session."""
+        self.batcher.close()
+        await asyncio.to_thread(self._release)
+
+    def _release(self) -> None:
         self._executor.shutdown(wait=True)
         self.session.close()
+        release_heap()
+
+
+def release_heap() -> None:
+    """Give freed memory back to the OS. NOTE: glibc keeps the freed heap of a closed session
+    in the process (RSS would not drop after an unload) until ``malloc_trim`` is called."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def session_options(config: ModelConfig) -> SessionOptions:

@@ -65,7 +65,10 @@ class ServerSettings(BaseSettings):
     strict_readiness: bool = True
     """Ready only when every model is ready (else: when the server answers)."""
     exit_timeout_secs: float = Field(30.0, ge=0)
-    """How long shutdown waits for in-flight requests, in seconds."""
+    """How long shutdown (and an unload) waits for in-flight requests, in seconds."""
+    allow_repository_api: bool = False
+    """Answer the repository API (index, load, unload); it changes what is served, so it is
+    off unless enabled (Triton has no such switch)."""
 
     http_max_connections: int = Field(2048, ge=1)
     """Concurrent HTTP connections and requests; beyond it new ones get 503 at once."""

@@ -25,6 +25,7 @@ from kiln.errors import ErrorKind, KilnError, Unimplemented
 from kiln.proto import grpc_service_pb2 as pb
 from kiln.serve.codecs import v2_grpc
 from kiln.serve.codecs.limits import DecodeLimits
+from kiln.serve.control import ModelControl
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.repository.pbtxt import config_to_proto
 
@@ -49,10 +50,6 @@ GRPC_STATUS: dict[ErrorKind, grpc.StatusCode] = {
 #: Triton methods kiln does not offer (yet), with what the caller can do instead.
 UNIMPLEMENTED: dict[str, str] = {
     **dict.fromkeys(
-        ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
-        "kiln does not offer the model repository extension yet; models load when "
-        "'kiln serve' starts"),
-    **dict.fromkeys(
         ("SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
          "SystemSharedMemoryUnregister", "CudaSharedMemoryStatus", "CudaSharedMemoryRegister",
          "CudaSharedMemoryUnregister"),
@@ -71,9 +68,11 @@ Handler = Callable[[Any], Awaitable[Any]]
 class V2GrpcService:
     """The V2 gRPC methods over one data plane; ``handler()`` registers them with a server."""
 
-    def __init__(self, plane: DataPlane, limits: DecodeLimits) -> None:
+    def __init__(self, plane: DataPlane, limits: DecodeLimits, *,
+                 control: ModelControl | None = None) -> None:
         self.plane = plane
         self.limits = limits
+        self.control = control
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler for ``grpc.aio.Server.add_generic_rpc_handlers``."""
@@ -86,6 +85,9 @@ class V2GrpcService:
             "ModelConfig": (self.model_config, pb.ModelConfigRequest),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest),
             "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
+            "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": (self.repository_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (self.repository_unload, pb.RepositoryModelUnloadRequest),
         }
         methods = {name: _unary(name, method, request_type.FromString)
                    for name, (method, request_type) in typed.items()}
@@ -126,6 +128,30 @@ class V2GrpcService:
                                ) -> pb.ModelStatisticsResponse:
         stats = self.plane.statistics(request.name or None, request.version or None)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    def _control(self) -> ModelControl:
+        if self.control is None:
+            raise Unimplemented("this server was built without model control")
+        return self.control
+
+    async def repository_index(self, request: pb.RepositoryIndexRequest
+                               ) -> pb.RepositoryIndexResponse:
+        rows = await self._control().index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=r.name, version=r.version, state=r.state,
+                                                  reason=r.reason) for r in rows])
+
+    async def repository_load(self, request: pb.RepositoryModelLoadRequest
+                              ) -> pb.RepositoryModelLoadResponse:
+        await self._control().load(request.model_name,
+                                   _repository_parameters(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, request: pb.RepositoryModelUnloadRequest
+                                ) -> pb.RepositoryModelUnloadResponse:
+        await self._control().unload(request.model_name,
+                                     _repository_parameters(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
 
     async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
@@ -197,6 +223,15 @@ def _unary(name: str, method: Handler,
 
     return grpc.unary_unary_rpc_method_handler(
         handle, request_deserializer=deserialize, response_serializer=_serialize)
+
+
+def _repository_parameters(parameters: Any) -> dict[str, Any]:
+    """A load/unload request's parameters map as plain values."""
+    values: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, choice) if choice else None
+    return values
 
 
 def _refuse(message: str) -> Handler:

@@ -14,6 +14,7 @@ schema by ``kiln.serve.repository.pbtxt``.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,8 @@ from pydantic import (
 
 from kiln.errors import ConfigError
 from kiln.tensors import DataType
+
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -153,6 +156,15 @@ class ModelConfig(_Strict):
     warmup: list[WarmupConfig] = []
     #: Free-form key/values passed to the backend.
     parameters: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, int]) -> dict[str, int]:
+        for label in labels:
+            if not _LABEL.fullmatch(label):
+                raise ValueError(f"label '{label[:64]}' must start with a letter and hold only "
+                                 "letters, digits, '_', '-' and '.' (a number reads as a version)")
+        return labels
 
 
 def load_yaml_config(path: Path) -> ModelConfig:

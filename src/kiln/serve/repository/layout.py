@@ -71,7 +71,11 @@ class ModelRepository:
         check_model_name(name)
         for root in self.roots:
             path = root / name
-            if path.is_dir() and not path.is_symlink() and path.resolve().parent == root:
+            if path.is_symlink():
+                raise InvalidArgument(
+                    f"model '{name}' is a symbolic link; kiln serves only folders that are "
+                    "really inside the model repository (copy or move the model there)")
+            if path.is_dir():
                 return _read_source(name, path)
         raise NotFound(f"model '{name}' is not in the model repository")
 
