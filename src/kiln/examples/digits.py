@@ -51,6 +51,7 @@ def train_and_export(path: Path) -> float:
         node.output[:] = [_rename(o) for o in node.output]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onnx_model.SerializeToString())
+    (path.parent / "READY").touch()  # published: poll mode may load it
     return float((model.predict(x_test) == y_test).mean())
 
 
