@@ -66,13 +66,18 @@ def kiln_serve(repo: Path | None, *args: str, ready: bool = True, timeout_s: flo
         _wait(server, "/v2/health/ready" if ready else "/v2/health/live", timeout_s)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL after ``timeout_s``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait(server: KilnProcess, path: str, timeout_s: float) -> None:

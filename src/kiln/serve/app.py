@@ -90,14 +90,17 @@ class KilnServer:
             f"{n} {self.registry.entry(n).ready_versions()}" for n in self.registry.names()
         ) or "none")
 
-    async def _start_http(self) -> None:
-        s = self.settings
+    def http_app(self) -> HttpApp:
+        """The ASGI app of every HTTP protocol (KServe V2, TF Serving REST) on the data plane."""
         routes = (v2_routes(self.plane, self.limits())
                   + tfserving_routes(self.plane, self.limits())
                   + repository_routes(self.control))
-        app = HttpApp(routes, max_request_bytes=s.max_request_bytes)
+        return HttpApp(routes, max_request_bytes=self.settings.max_request_bytes)
+
+    async def _start_http(self) -> None:
+        s = self.settings
         config = uvicorn.Config(
-            app, host=s.http_address, port=s.http_port, http="httptools", loop="none",
+            self.http_app(), host=s.http_address, port=s.http_port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
             date_header=False, timeout_keep_alive=30, limit_concurrency=s.http_max_connections,
             timeout_graceful_shutdown=max(s.exit_timeout_secs, 1),
