@@ -64,8 +64,10 @@ def select_versions(policy: VersionPolicy, available: Iterable[int]) -> list[int
 class ModelRegistry:
     """Holds loaded model versions; the data plane asks it which version serves a request."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, *, histograms: bool = False) -> None:
         self.repository = repository
+        #: Whether loaded versions keep the histograms the metrics exporter reports.
+        self.histograms = histograms
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
 
@@ -103,7 +105,8 @@ class ModelRegistry:
     async def _load_version(self, entry: ModelEntry, source: ModelSource, version: int) -> None:
         entry.status[version] = VersionStatus(version, State.LOADING)
         try:
-            loaded = await asyncio.to_thread(ModelVersion.load, source, version)
+            loaded = await asyncio.to_thread(ModelVersion.load, source, version,
+                                             histograms=self.histograms)
         except Exception as exc:  # a broken model must never take the server down
             reason = exc.message if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
             entry.status[version] = VersionStatus(version, State.UNAVAILABLE, reason)
