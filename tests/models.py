@@ -87,3 +87,27 @@ def add_sub_model() -> onnx.ModelProto:
          helper.make_tensor_value_info("OUTPUT1", TensorProto.FLOAT, dims)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def dense_softmax_model(features: int = 784, classes: int = 10, *, seed: int = 0,
+                        input_name: str = "pixels",
+                        output_name: str = "probabilities") -> onnx.ModelProto:
+    """A dense classifier ``[B, features] -> softmax [B, classes]`` (the shape of a Keras MNIST
+    model served with a ``serving_default`` signature); weights from ``dense_softmax_weights``."""
+    w, b = dense_softmax_weights(features, classes, seed=seed)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", [input_name, "w", "b"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], [output_name], axis=-1)],
+        "dense_softmax",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def dense_softmax_weights(features: int, classes: int, *,
+                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((features, classes)) / np.sqrt(features)).astype(np.float32)
+    return w, (rng.standard_normal(classes) * 0.1).astype(np.float32)

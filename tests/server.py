@@ -47,17 +47,17 @@ class KilnProcess:
 
 @contextmanager
 def kiln_serve(repo: Path | None, *args: str, ready: bool = True, timeout_s: float = 60,
-               env: dict[str, str] | None = None,
-               log_dir: Path | None = None) -> Iterator[KilnProcess]:
+               env: dict[str, str] | None = None, log_dir: Path | None = None,
+               command_prefix: list[str] | None = None) -> Iterator[KilnProcess]:
     """Run ``kiln serve`` until the block ends; waits for live (and ready, unless told not to)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"kiln-serve-{http_port}.log"
-    command = [sys.executable, "-m", "kiln.cli.main", "serve",
+    command = [*(command_prefix or []), sys.executable, "-m", "kiln.cli.main", "serve",
                "--http-port", str(http_port), "--grpc-port", str(grpc_port),
                "--metrics-port", str(metrics_port), *args]
     if repo is not None:
-        command.insert(4, str(repo))
+        command.insert(len(command_prefix or []) + 4, str(repo))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})})

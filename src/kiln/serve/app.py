@@ -17,6 +17,7 @@ from kiln.serve.logcontrol import LogControl
 from kiln.serve.metrics import build_registry
 from kiln.serve.protocols.http_app import HttpApp
 from kiln.serve.protocols.observability_http import logging_routes, metrics_routes
+from kiln.serve.protocols.tfserving_http import tfserving_routes
 from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
 from kiln.serve.registry import ModelRegistry
@@ -71,10 +72,13 @@ class KilnServer:
             app = HttpApp(metrics_routes(build_registry(self.plane)), max_request_bytes=1 << 16)
             await self._serve_http(app, s.metrics_address, s.metrics_port, "metrics")
         if s.allow_http:
-            routes = [*v2_routes(self.plane, self.limits()), *logging_routes(self.log_control)]
+            routes = [*v2_routes(self.plane, self.limits()),
+                      *tfserving_routes(self.plane, self.limits()),
+                      *logging_routes(self.log_control)]
             app = HttpApp(routes, max_request_bytes=s.max_request_bytes,
                           observer=RequestObserver(tracer=self._tracer))
-            await self._serve_http(app, s.http_address, s.http_port, "http")
+            await self._serve_http(app, s.http_address, s.http_port, "http",
+                                   max_connections=s.http_max_connections)
 
     async def _load_initial_models(self) -> None:
         s = self.settings
@@ -90,11 +94,12 @@ class KilnServer:
             f"{n} {self.registry.entry(n).ready_versions()}" for n in self.registry.names()
         ) or "none")
 
-    async def _serve_http(self, app: HttpApp, host: str, port: int, protocol: str) -> None:
+    async def _serve_http(self, app: HttpApp, host: str, port: int, protocol: str, *,
+                          max_connections: int | None = None) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
-            date_header=False, timeout_keep_alive=30,
+            date_header=False, timeout_keep_alive=30, limit_concurrency=max_connections,
         )
         server = uvicorn.Server(config)
         # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns

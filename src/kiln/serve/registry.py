@@ -153,6 +153,10 @@ class ModelRegistry:
             raise Unavailable(f"model '{name}' version {number} is {status.state.value}{detail}")
         return entry.loaded[number]
 
+    def resolve(self, name: str, version: str) -> int:
+        """The version number ``version`` names: itself when numeric, else its label's target."""
+        return self._resolve(self.entry(name), version)
+
     @staticmethod
     def _resolve(entry: ModelEntry, version: str) -> int:
         if version.isdigit():

@@ -67,6 +67,8 @@ class ServerSettings(BaseSettings):
     exit_timeout_secs: float = Field(30.0, ge=0)
     """How long shutdown waits for in-flight requests, in seconds."""
 
+    http_max_connections: int = Field(2048, ge=1)
+    """Concurrent HTTP connections and requests; beyond it new ones get 503 at once."""
     max_request_bytes: int = Field(64 << 20, ge=1024)
     """Largest request body, after decompression, in bytes (Triton: --http-max-input-size)."""
     max_json_depth: int = Field(32, ge=2, le=1000)

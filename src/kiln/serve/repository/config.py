@@ -62,7 +62,8 @@ class DynamicBatchingConfig(_Strict):
     max_queue_delay_us: NonNegative = 0
     #: Batch sizes to prefer when more requests wait than fit one batch.
     preferred_batch_sizes: list[Positive] = []
-    #: Requests that may wait at once; beyond it they are refused at once (0 = 16 x max batch).
+    #: Requests that may wait at once; beyond it they are refused at once
+    #: (0 = 4 x max_batch_size x instances, at least 64).
     max_queue_size: NonNegative = 0
     #: Queue time after which a request is refused (0 = no limit), in microseconds.
     default_timeout_us: NonNegative = 0

@@ -1,0 +1,206 @@
+"""Load generation and measurement shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+from tests.server import KilnProcess, kiln_serve
+
+from kiln.serve.codecs.binary import encode_tensor
+from kiln.tensors import DataType, TensorDict
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class LoadResult:
+    inf_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_us_per_inf: float
+    generator_cores: float
+    errors: int = 0
+
+
+@dataclass
+class Server:
+    process: KilnProcess
+
+    @property
+    def pid(self) -> int:
+        return self.process.process.pid
+
+    @property
+    def http_port(self) -> int:
+        return self.process.http_port
+
+    @property
+    def grpc_port(self) -> int:
+        return self.process.grpc_port
+
+
+@contextlib.contextmanager
+def kiln_server(repo: Path, *, pin_cpu: int | None) -> Iterator[Server]:
+    prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
+    with kiln_serve(repo, command_prefix=prefix) as process:
+        yield Server(process)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def v2_bodies(model: str, inputs: TensorDict) -> tuple[bytes, bytes, int]:
+    """The same request as V2 JSON and as V2 binary (body, JSON header length)."""
+    json_inputs, binary_inputs, blobs = [], [], []
+    for name, value in inputs.items():
+        datatype = DataType.from_numpy(value.dtype)
+        meta = {"name": name, "shape": list(value.shape), "datatype": datatype.v2}
+        json_inputs.append({**meta, "data": value.ravel().tolist()})
+        blob = encode_tensor(value, datatype)
+        binary_inputs.append({**meta, "parameters": {"binary_data_size": len(blob)}})
+        blobs.append(blob)
+    json_body = orjson.dumps({"inputs": json_inputs})
+    header = orjson.dumps({"inputs": binary_inputs,
+                           "parameters": {"binary_data_output": True}})
+    return json_body, header + b"".join(blobs), len(header)
+
+
+def _lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b}" for b in data) + '"'
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid: int, *,
+            header_length: int | None = None, pin_cpu: int | None = None) -> LoadResult:
+    """Closed-loop HTTP load from wrk (one thread); latency percentiles from wrk itself."""
+    headers = {"Content-Type": "application/json"}
+    if header_length is not None:
+        headers = {"Content-Type": "application/octet-stream",
+                   "Inference-Header-Content-Length": str(header_length)}
+    lua = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
+    lua += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lua) + "\n")
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s",
+               script.name, url]
+    if pin_cpu is not None:
+        command = ["taskset", "-c", str(pin_cpu), *command]
+    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.time() - wall
+    server_cpu = cpu_seconds(server_pid) - server_before
+    generator_cpu = _children_cpu() - gen_before
+    os.unlink(script.name)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return LoadResult(
+        inf_per_s=requests / seconds,
+        p50_ms=_wrk_ms(out, "50%"), p99_ms=_wrk_ms(out, "99%"),
+        server_us_per_inf=server_cpu / max(requests, 1) * 1e6,
+        generator_cores=generator_cpu / wall, errors=errors)
+
+
+def _wrk_ms(out: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int,
+                  duration: float, server_pid: int, *, pin_cpu: int | None = None) -> LoadResult:
+    """Closed-loop gRPC load from ``benchmarks/grpc_load.py`` in its own process."""
+    with tempfile.NamedTemporaryFile(suffix=".npz", delete=False) as f:
+        np.savez(f, **inputs)
+    command = [sys.executable, str(Path(__file__).with_name("grpc_load.py")), address, model,
+               f.name, str(concurrency), str(duration)]
+    if pin_cpu is not None:
+        command = ["taskset", "-c", str(pin_cpu), *command]
+    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.time() - wall
+    server_cpu = cpu_seconds(server_pid) - server_before
+    generator_cpu = _children_cpu() - gen_before
+    os.unlink(f.name)
+    result = orjson.loads(out)
+    return LoadResult(
+        inf_per_s=result["requests"] / result["seconds"], p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        server_us_per_inf=server_cpu / max(result["requests"], 1) * 1e6,
+        generator_cores=generator_cpu / wall, errors=result["errors"])
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,
+          latencies: list[float]) -> None:
+    session.run(None, feed)
+    deadline = time.perf_counter() + duration
+    while (start := time.perf_counter()) < deadline:
+        session.run(None, feed)
+        latencies.append(time.perf_counter() - start)
+
+
+def in_process(model: object, duration: float, *, batch: int, callers: int,
+               threads: int) -> LoadResult:
+    """``callers`` threads calling one session at ``batch`` rows for ``duration`` seconds."""
+    session = _session(model.path, threads)  # type: ignore[attr-defined]
+    feed = model.inputs(batch)  # type: ignore[attr-defined]
+    per_thread: list[list[float]] = [[] for _ in range(callers)]
+    workers = [threading.Thread(target=_loop, args=(session, feed, duration, lat))
+               for lat in per_thread]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    latencies = np.array([x for lat in per_thread for x in lat]) * 1e3
+    inferences = len(latencies) * batch
+    return LoadResult(inf_per_s=inferences / wall, p50_ms=float(np.percentile(latencies, 50)),
+                      p99_ms=float(np.percentile(latencies, 99)),
+                      server_us_per_inf=cpu / inferences * 1e6, generator_cores=0.0)
+
+
+def in_process_sequential(model: object, duration: float) -> LoadResult:
+    """The batch-1 limit: one caller, the model's own thread settings."""
+    return in_process(model, duration, batch=1, callers=1,
+                      threads=model.intra_op_threads)  # type: ignore[attr-defined]
+
+
+def in_process_best(model: object, duration: float, concurrency: int) -> LoadResult:
+    """The best in-process throughput for ``concurrency`` requests in flight: one batch of
+    all of them, or the cores' worth of single-thread callers at batch 1."""
+    cores = os.cpu_count() or 1
+    candidates = [
+        in_process(model, duration / 2, batch=concurrency, callers=1,
+                   threads=model.intra_op_threads),  # type: ignore[attr-defined]
+        in_process(model, duration / 2, batch=max(1, concurrency // cores),
+                   callers=cores, threads=1),
+    ]
+    return max(candidates, key=lambda r: r.inf_per_s)
