@@ -103,8 +103,10 @@ class RequestObserver:
         """Log the request (at debug; a failed one at info) and trace it."""
         if record is None and error is None:
             return
-        fields: dict[str, Any] = {"id": request_id, "protocol": protocol, "method": method,
-                                  "path": path, "status": status}
+        fields: dict[str, Any] = {"id": request_id, "protocol": protocol, "method": method}
+        if path:
+            fields["path"] = path
+        fields["status"] = status
         if record is not None:
             record.end = record.end or time.monotonic_ns()
             if record.model:
