@@ -9,9 +9,9 @@ for them.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ class Histogram:
 
     def observe(self, value: int) -> None:
         # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     @property
@@ -144,7 +144,7 @@ class ModelStats:
         total.ns += ns
         if self.histograms is not None:
             h = self.histograms.request
-            h.counts[bisect.bisect_left(h.bounds, ns)] += 1
+            h.counts[bisect_left(h.bounds, ns)] += 1
             h.sum += ns
 
     def record_failure(self, ns: int, reason: str) -> None:
@@ -157,7 +157,7 @@ class ModelStats:
         total.ns += ns
         if self.histograms is not None:
             h = self.histograms.queue
-            h.counts[bisect.bisect_left(h.bounds, ns)] += 1
+            h.counts[bisect_left(h.bounds, ns)] += 1
             h.sum += ns
 
     def record_execution(self, *, rows: int, requests: int, input_ns: int, infer_ns: int,
@@ -173,10 +173,10 @@ class ModelStats:
             part.add(ns)
         if self.histograms is not None:
             h = self.histograms.compute
-            h.counts[bisect.bisect_left(h.bounds, infer_ns)] += 1
+            h.counts[bisect_left(h.bounds, infer_ns)] += 1
             h.sum += infer_ns
             h = self.histograms.batch_size
-            h.counts[bisect.bisect_left(h.bounds, rows)] += 1
+            h.counts[bisect_left(h.bounds, rows)] += 1
             h.sum += rows
 
     def as_triton(self, name: str, version: str) -> dict[str, Any]:
