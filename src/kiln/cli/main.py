@@ -12,6 +12,7 @@ from kiln import __version__
 #: Command name -> module with ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = {
     "serve": "kiln.cli.serve",
+    "bench": "kiln.cli.bench",
 }
 
 
