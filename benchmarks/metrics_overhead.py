@@ -10,7 +10,8 @@ cores the servers share core 0 and wrk gets core 1. After each round on the metr
 ``/metrics`` is scraped (as Prometheus would). Prints the medians, the on/off throughput
 ratio (of the medians, and the median of each round's own ratio), the on/off ratio of server
 CPU per inference (less sensitive to other load on the machine) and the statistics' own
-per-request cost, timed in-process in CPU time.
+per-request cost, timed in-process in CPU time. ``--control`` turns metrics on in the "off"
+server too (an A/A run): its ratio is the noise floor of the machine at the time.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--control", action="store_true",
+                        help="A/A run: metrics on in both servers, to show the noise floor")
     args = parser.parse_args()
     pin = (os.cpu_count() or 1) >= 2
     model = MODELS["tiny"]()
@@ -67,14 +70,14 @@ def main() -> None:
         model.build(repo)
         body, _, _ = v2_bodies(model.name, model.inputs(1))
         with _server(repo, metrics=True, pin=pin) as on, \
-                _server(repo, metrics=False, pin=pin) as off:
+                _server(repo, metrics=args.control, pin=pin) as off:
             results = _measure(on, off, body, args, pin)
     _report(results, args)
 
 
 def _measure(on: KilnProcess, off: KilnProcess, body: bytes, args: argparse.Namespace,
              pin: bool) -> dict[str, list[LoadResult]]:
-    servers = {"metrics on": on, "metrics off": off}
+    servers = {"metrics on": on, "control (on)" if args.control else "metrics off": off}
     results: dict[str, list[LoadResult]] = {name: [] for name in servers}
     for server in servers.values():  # warm-up, not counted
         _load(server, body, args.concurrency, 2.0, pin)
@@ -113,18 +116,19 @@ def _report(results: dict[str, list[LoadResult]], args: argparse.Namespace) -> N
               f"{statistics.median(r.p50_ms for r in rounds):6.2f} ms  server "
               f"{statistics.median(r.server_us_per_inf for r in rounds):5.1f} us CPU/inf  "
               f"(rounds: {', '.join(f'{r.inf_per_s:.0f}' for r in rounds)})")
-    ratio = medians["metrics on"] / medians["metrics off"]
+    on, off = results  # the metrics server first, then the one it is compared with
+    ratio = medians[on] / medians[off]
     cpu = {name: statistics.median(r.server_us_per_inf for r in rounds)
            for name, rounds in results.items()}
-    paired = statistics.median(a.inf_per_s / b.inf_per_s for a, b in
-                               zip(results["metrics on"], results["metrics off"], strict=True))
+    paired = statistics.median(a.inf_per_s / b.inf_per_s
+                               for a, b in zip(results[on], results[off], strict=True))
     print(f"  throughput ratio on/off: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% cost); "
           f"median of the rounds' own ratios: {paired:.3f}")
-    print(f"  server CPU per inference on/off: {cpu['metrics on'] / cpu['metrics off']:.3f}")
+    print(f"  server CPU per inference on/off: {cpu[on] / cpu[off]:.3f}")
     on_ns, off_ns = _hot_path_ns(histograms=True), _hot_path_ns(histograms=False)
     print(f"  statistics hot path per request (in-process, batch 1): {on_ns:.0f} ns with "
           f"histograms, {off_ns:.0f} ns without: {(on_ns - off_ns) / 1e3:.2f} us added = "
-          f"{(on_ns - off_ns) / 1e3 / cpu['metrics off'] * 100:.1f}% of the server's CPU per "
+          f"{(on_ns - off_ns) / 1e3 / cpu[off] * 100:.1f}% of the server's CPU per "
           "inference")
 
 
