@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from tests.models import mlp_model, save
 
-#: Exported models kept between benchmark runs (git-ignored).
-CACHE = Path(__file__).resolve().parent / ".cache"
-
 from kiln.serve.settings import bundled_repository
 from kiln.tensors import TensorDict
+
+#: Exported models kept between benchmark runs (git-ignored).
+CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 @dataclass

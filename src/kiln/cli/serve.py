@@ -47,6 +47,7 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--http-max-input-size", "--max-request-bytes"), "max_request_bytes", {"type": int}),
     (("--log-verbose",), "log_verbose", {"type": int}),
     (("--log-format",), "log_format", {"choices": ["text", "json"]}),
+    (("--trace-exporter",), "trace_exporter", {"choices": ["none", "console", "otlp"]}),
 ]
 
 

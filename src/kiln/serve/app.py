@@ -14,15 +14,20 @@ from kiln.errors import ConfigError, KilnError
 from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.control import ModelControl
 from kiln.serve.dataplane import DataPlane
+from kiln.serve.logcontrol import LogControl
+from kiln.serve.metrics import build_registry
 from kiln.serve.poller import RepositoryPoller
 from kiln.serve.protocols.http_app import HttpApp
+from kiln.serve.protocols.observability_http import logging_routes, metrics_routes
 from kiln.serve.protocols.repository_http import repository_routes
 from kiln.serve.protocols.tfserving_http import tfserving_routes
 from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
 from kiln.serve.registry import ModelRegistry
 from kiln.serve.repository import ModelRepository
+from kiln.serve.requestlog import RequestObserver
 from kiln.serve.settings import ServerSettings
+from kiln.serve.tracing import RequestTracer, build_tracer
 
 log = logging.getLogger("kiln.serve")
 
@@ -48,16 +53,18 @@ class KilnServer:
         self.repository = ModelRepository(settings.model_repository)
         poll = settings.model_control_mode == "poll"
         self.registry = ModelRegistry(self.repository, require_marker=poll,
-                                      drain_timeout_s=settings.exit_timeout_secs)
+                                      drain_timeout_s=settings.exit_timeout_secs,
+                                      histograms=settings.allow_metrics)
         self.plane = DataPlane(self.registry, strict_readiness=settings.strict_readiness)
         self.control = ModelControl(self.registry, mode=settings.model_control_mode,
                                     enabled=settings.allow_repository_api)
         self.poller = (RepositoryPoller(self.registry, interval_s=settings.repository_poll_secs)
                        if poll else None)
+        self.log_control = LogControl(verbose=settings.log_verbose, fmt=settings.log_format)
         self.addresses: list[BoundAddress] = []
-        self._http: uvicorn.Server | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
         self._grpc: grpc.aio.Server | None = None
+        self._tracer: RequestTracer | None = None
 
     def limits(self) -> DecodeLimits:
         s = self.settings
@@ -65,12 +72,19 @@ class KilnServer:
                             max_json_depth=s.max_json_depth)
 
     async def start(self) -> None:
+        s = self.settings
+        self._tracer = build_tracer(s.trace_exporter)
         await self._load_initial_models()
-        # gRPC first: once HTTP answers ready, every listener is up.
-        if self.settings.allow_grpc:
+        # gRPC and metrics first: once HTTP answers ready, every listener is up.
+        if s.allow_grpc:
             await self._start_grpc()
-        if self.settings.allow_http:
-            await self._start_http()
+        if s.allow_metrics:
+            app = HttpApp(metrics_routes(build_registry(self.plane)), max_request_bytes=1 << 16)
+            await self._serve_http(app, s.metrics_address, s.metrics_port, "metrics")
+        if s.allow_http:
+            await self._serve_http(self.http_app(), s.http_address, s.http_port,
+                                   "http (KServe V2, TF Serving REST)",
+                                   max_connections=s.http_max_connections)
         if self.poller is not None:
             self.poller.start()
 
@@ -91,33 +105,36 @@ class KilnServer:
         ) or "none")
 
     def http_app(self) -> HttpApp:
-        """The ASGI app of every HTTP protocol (KServe V2, TF Serving REST) on the data plane."""
-        routes = (v2_routes(self.plane, self.limits())
-                  + tfserving_routes(self.plane, self.limits())
-                  + repository_routes(self.control))
-        return HttpApp(routes, max_request_bytes=self.settings.max_request_bytes)
+        """The ASGI app of the HTTP port: KServe V2, TF Serving REST, repository and logging."""
+        routes = [*v2_routes(self.plane, self.limits()),
+                  *tfserving_routes(self.plane, self.limits()),
+                  *repository_routes(self.control),
+                  *logging_routes(self.log_control)]
+        return HttpApp(routes, max_request_bytes=self.settings.max_request_bytes,
+                       observer=RequestObserver(tracer=self._tracer))
 
-    async def _start_http(self) -> None:
-        s = self.settings
+    async def _serve_http(self, app: HttpApp, host: str, port: int, protocol: str, *,
+                          max_connections: int | None = None) -> None:
         config = uvicorn.Config(
-            self.http_app(), host=s.http_address, port=s.http_port, http="httptools", loop="none",
+            app, host=host, port=port, http="httptools", loop="none",
             lifespan="off", access_log=False, log_config=None, server_header=False,
-            date_header=False, timeout_keep_alive=30, limit_concurrency=s.http_max_connections,
-            timeout_graceful_shutdown=max(s.exit_timeout_secs, 1),
+            date_header=False, timeout_keep_alive=30, limit_concurrency=max_connections,
+            timeout_graceful_shutdown=max(self.settings.exit_timeout_secs, 1),
         )
-        self._http = uvicorn.Server(config)
+        server = uvicorn.Server(config)
         # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns
         # signals, so run the same start-up/main-loop/shut-down sequence without them.
-        self._http_task = asyncio.create_task(self._http._serve())
-        while not self._http.started:
-            if self._http_task.done():
-                raise KilnError(f"cannot listen on {s.http_address}:{s.http_port} for HTTP")
+        task = asyncio.create_task(server._serve())
+        self._http.append((server, task))
+        while not server.started:
+            if task.done():
+                raise KilnError(f"cannot listen on {host}:{port} for {protocol}")
             await asyncio.sleep(0.005)
-        for server in self._http.servers:
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                self.addresses.append(BoundAddress("http", host, port))
-                log.info("HTTP (KServe V2, TF Serving REST) listening on %s:%d", host, port)
+        for listener in server.servers:
+            for sock in listener.sockets:
+                bound_host, bound_port = sock.getsockname()[:2]
+                self.addresses.append(BoundAddress(protocol, bound_host, bound_port))
+                log.info("%s listening on %s:%d", protocol, bound_host, bound_port)
 
     async def _start_grpc(self) -> None:
         s = self.settings
@@ -127,8 +144,9 @@ class KilnServer:
             ("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
             ("grpc.so_reuseport", 0),
         ])
-        self._grpc.add_generic_rpc_handlers([V2GrpcService(
-            self.plane, self.limits(), control=self.control).handler()])
+        service = V2GrpcService(self.plane, self.limits(), control=self.control,
+                                observer=RequestObserver(tracer=self._tracer))
+        self._grpc.add_generic_rpc_handlers([service.handler()])
         host = f"[{s.grpc_address}]" if ":" in s.grpc_address else s.grpc_address
         try:
             port = self._grpc.add_insecure_port(f"{host}:{s.grpc_port}")
@@ -150,7 +168,10 @@ class KilnServer:
                         "stopping anyway", self.settings.exit_timeout_secs)
         if self._grpc is not None:
             await self._grpc.stop(1.0)
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
+        for server, _ in self._http:
+            server.should_exit = True
+        for _, task in self._http:
+            await task
         await self.registry.close()
+        if self._tracer is not None:
+            self._tracer.shutdown()

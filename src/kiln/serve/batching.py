@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kiln.errors import InternalError, InvalidArgument, KilnError, Overloaded, Unavailable
-from kiln.serve.statistics import ModelStats
+from kiln.serve.statistics import ModelStats, Timing
 from kiln.tensors import TensorDict
 
 RunFn = Callable[[TensorDict, Sequence[str] | None], TensorDict]
@@ -71,6 +71,7 @@ class _Pending:
     future: asyncio.Future[TensorDict]
     enqueued_ns: int
     timer: asyncio.TimerHandle | None = None
+    timing: Timing | None = None
 
 
 class DynamicBatcher:
@@ -80,10 +81,11 @@ class DynamicBatcher:
         outputs = await batcher.submit({"pixels": x}, rows=len(x))
     """
 
-    def __init__(self, name: str, run: RunFn, executor: Executor, policy: BatchingPolicy) -> None:
+    def __init__(self, name: str, run: RunFn, executor: Executor, policy: BatchingPolicy, *,
+                 stats: ModelStats | None = None) -> None:
         self.name = name
         self.policy = policy
-        self.stats = ModelStats()
+        self.stats = stats if stats is not None else ModelStats()
         self._run = run
         self._executor = executor
         levels = max(policy.priority_levels, 1)
@@ -106,8 +108,9 @@ class DynamicBatcher:
 
     async def submit(self, inputs: TensorDict, *, rows: int,
                      outputs: Sequence[str] | None = None, priority: int = 0,
-                     timeout_us: int | None = None) -> TensorDict:
-        """Queue one request of ``rows`` samples; returns its own rows of the outputs."""
+                     timeout_us: int | None = None, timing: Timing | None = None) -> TensorDict:
+        """Queue one request of ``rows`` samples; returns its own rows of the outputs.
+        ``timing``, when given, receives when the request was queued, started and finished."""
         if self._queued >= self.policy.max_queue_size:
             self.stats.rejected_full += 1
             raise Overloaded(
@@ -116,7 +119,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, _key(inputs, outputs) if self._batching else (),
                            tuple(outputs) if outputs is not None else None,
-                           loop.create_future(), time.monotonic_ns())
+                           loop.create_future(), time.monotonic_ns(), timing=timing)
         timeout = timeout_us if timeout_us else self.policy.default_timeout_us
         if timeout:
             pending.timer = loop.call_later(timeout / 1e6, self._expire, pending, timeout)
@@ -227,7 +230,9 @@ class DynamicBatcher:
             return
         started = time.monotonic_ns()
         for pending in live:
-            self.stats.queue.add(started - pending.enqueued_ns)
+            self.stats.record_queue(started - pending.enqueued_ns)
+            if pending.timing is not None:
+                pending.timing.enqueued, pending.timing.started = pending.enqueued_ns, started
         inputs = live[0].inputs if len(live) == 1 else _concat([p.inputs for p in live])
         input_ns = time.monotonic_ns() - started
         loop = asyncio.get_running_loop()
@@ -256,10 +261,12 @@ class DynamicBatcher:
                 if not pending.future.done():
                     pending.future.set_exception(error)
         else:
+            finished = time.monotonic_ns()
             self.stats.record_execution(rows=rows, requests=len(batch), input_ns=input_ns,
-                                        infer_ns=infer_ns,
-                                        output_ns=time.monotonic_ns() - split_start)
+                                        infer_ns=infer_ns, output_ns=finished - split_start)
             for pending, part in zip(batch, parts, strict=True):
+                if pending.timing is not None:
+                    pending.timing.finished = finished
                 if not pending.future.done():
                     pending.future.set_result(part)
         self._finish(redispatch)

@@ -8,21 +8,32 @@ a wire format.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from kiln import __version__
-from kiln.errors import InternalError, Unavailable
+from kiln.errors import ErrorKind, InternalError, KilnError, Unavailable
 from kiln.serve.messages import InferenceRequest, InferenceResponse
 from kiln.serve.model import ModelVersion
 from kiln.serve.registry import ModelRegistry
+from kiln.serve.statistics import Timing
 from kiln.serve.validation import schedule_parameters, validate_request
 from kiln.tensors import TensorSpec
 
 #: Triton protocol extensions kiln implements (reported by server metadata).
 EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration", "schedule_policy",
-              "statistics")
+              "statistics", "logging")
+
+#: The label of requests that named no model (or version) the server knows; keeps the
+#: metrics' label values bounded whatever clients send.
+UNKNOWN = "_unknown"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The bounded reason a request failed: an ``ErrorKind`` value."""
+    return exc.kind.value if isinstance(exc, KilnError) else ErrorKind.INTERNAL.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,8 @@ class DataPlane:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Failures of requests that reached no loaded version: (model label, reason) -> n.
+        self.unresolved_failures: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def live(self) -> bool:
         return True
@@ -78,25 +91,33 @@ class DataPlane:
             outputs=model.signature.outputs,
         )
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(self, request: InferenceRequest, *,
+                    timing: Timing | None = None) -> InferenceResponse:
+        """Run one request on the version it names, counting it in that version's statistics.
+        ``timing``, when given, receives when the request queued, started and finished."""
         if not self.accepting:
             raise Unavailable("the server is shutting down; send the request to another "
                               "replica", retry_after_s=1)
-        model = self.registry.get(request.model_name, request.model_version)
         started = time.monotonic_ns()
+        try:
+            model = self.registry.get(request.model_name, request.model_version)
+        except KilnError as exc:
+            self._count_unresolved(request.model_name, exc)
+            raise
         if not self._in_flight:
             self._idle.clear()
         self._in_flight += 1
         try:
-            response = await self._infer(model, request)
-        except Exception:
-            model.batcher.stats.fail.add(time.monotonic_ns() - started)
+            response = await self._infer(model, request, timing)
+        except Exception as exc:
+            model.batcher.stats.record_failure(time.monotonic_ns() - started,
+                                               failure_reason(exc))
             raise
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
-        model.batcher.stats.success.add(time.monotonic_ns() - started)
+        model.batcher.stats.record_success(time.monotonic_ns() - started)
         return response
 
     async def drain(self, timeout_s: float) -> bool:
@@ -109,12 +130,26 @@ class DataPlane:
             return False
         return True
 
-    async def _infer(self, model: ModelVersion, request: InferenceRequest) -> InferenceResponse:
+    def reject(self, name: str, version: str | None, exc: BaseException, ns: int) -> None:
+        """Count a request that failed before it reached ``infer`` (e.g. while decoding)."""
+        try:
+            model = self.registry.get(name, version)
+        except KilnError:
+            self._count_unresolved(name, exc)
+            return
+        model.batcher.stats.record_failure(ns, failure_reason(exc))
+
+    def _count_unresolved(self, name: str, exc: BaseException) -> None:
+        label = name if name in self.registry.names() else UNKNOWN
+        self.unresolved_failures[label, failure_reason(exc)] += 1
+
+    async def _infer(self, model: ModelVersion, request: InferenceRequest,
+                     timing: Timing | None) -> InferenceResponse:
         rows = validate_request(request, model.signature)
         priority, timeout_us = schedule_parameters(request.parameters)
         names = [o.name for o in request.outputs] if request.outputs is not None else None
         outputs = await model.infer(request.inputs, rows=rows, outputs=names, priority=priority,
-                                    timeout_us=timeout_us)
+                                    timeout_us=timeout_us, timing=timing)
         expected = names or [s.name for s in model.signature.outputs]
         missing = [n for n in expected if n not in outputs]
         if missing:

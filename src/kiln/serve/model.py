@@ -19,6 +19,7 @@ from kiln.serve.batching import BatchingPolicy, DynamicBatcher
 from kiln.serve.repository.autocomplete import served_signature
 from kiln.serve.repository.config import DynamicBatchingConfig, ModelConfig
 from kiln.serve.repository.layout import ModelSource
+from kiln.serve.statistics import ModelStats, Timing
 from kiln.serve.warmup import warm_up
 from kiln.tensors import Signature, TensorDict
 
@@ -33,22 +34,27 @@ class ModelVersion:
     """
 
     def __init__(self, *, name: str, version: int, config: ModelConfig, backend: Backend,
-                 session: Session, signature: Signature, inline: bool = False) -> None:
+                 session: Session, signature: Signature, inline: bool = False,
+                 histograms: bool = False, load_s: float = 0.0) -> None:
         self.name = name
         self.version = version
         self.config = config
         self.backend = backend
         self.session = session
         self.signature = signature
+        #: How long loading (and warming up) took, in seconds.
+        self.load_s = load_s
         self._executor = ThreadPoolExecutor(
             max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}"
         )
         self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
-                                      batching_policy(config, signature, inline=inline))
+                                      batching_policy(config, signature, inline=inline),
+                                      stats=ModelStats.create(histograms=histograms))
 
     @classmethod
-    def load(cls, source: ModelSource, version: int) -> ModelVersion:
-        """Load ``source``'s ``version`` from disk; raises with the reason when it cannot."""
+    def load(cls, source: ModelSource, version: int, *, histograms: bool = False) -> ModelVersion:
+        """Load ``source``'s ``version`` from disk; raises with the reason when it cannot.
+        ``histograms``: keep the distributions the Prometheus exporter reports."""
         config = source.config
         backend = get_backend(config.backend or config.platform or "onnxruntime")
         filename = config.default_model_filename or backend.default_filename
@@ -59,17 +65,21 @@ class ModelVersion:
         session = backend.load(ModelArtifact(path=path), session_options(config))
         signature = served_signature(source.name, config, session.signature)
         run_us = warm_up(source.name, session, signature, config.warmup)
-        log.info("model %s version %s loaded in %.0f ms (providers: %s)", source.name, version,
-                 (time.perf_counter() - started) * 1e3, ", ".join(session.providers))
+        load_s = time.perf_counter() - started
+        log.info("model loaded", extra={"fields": {
+            "model": source.name, "version": str(version), "load_ms": round(load_s * 1e3, 1),
+            "providers": ",".join(session.providers)}})
         inline = run_us is not None and run_us < config.optimization.inline_max_us
         return cls(name=source.name, version=version, config=config, backend=backend,
-                   session=session, signature=signature, inline=inline)
+                   session=session, signature=signature, inline=inline, histograms=histograms,
+                   load_s=load_s)
 
     async def infer(self, inputs: TensorDict, *, rows: int, outputs: Sequence[str] | None,
-                    priority: int = 0, timeout_us: int | None = None) -> TensorDict:
+                    priority: int = 0, timeout_us: int | None = None,
+                    timing: Timing | None = None) -> TensorDict:
         """Queue the request on the model's batcher; the event loop never blocks on the model."""
         return await self.batcher.submit(inputs, rows=rows, outputs=outputs, priority=priority,
-                                         timeout_us=timeout_us)
+                                         timeout_us=timeout_us, timing=timing)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until no request is queued or running, at most ``timeout_s``; True when idle.

@@ -97,10 +97,12 @@ class ModelRegistry:
     """Holds loaded model versions; the data plane asks it which version serves a request."""
 
     def __init__(self, repository: ModelRepository, *, require_marker: bool = False,
-                 drain_timeout_s: float = 30.0) -> None:
+                 drain_timeout_s: float = 30.0, histograms: bool = False) -> None:
         self.repository = repository
         self.drain_timeout_s = drain_timeout_s
         self._published = PublishCheck(require_marker=require_marker)
+        #: Whether loaded versions keep the histograms the metrics exporter reports.
+        self.histograms = histograms
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
 
@@ -194,7 +196,8 @@ class ModelRegistry:
             entry.status[version] = VersionStatus(version, State.LOADING)
         entry.tried[version] = key
         try:
-            loaded = await asyncio.to_thread(ModelVersion.load, source, version)
+            loaded = await asyncio.to_thread(ModelVersion.load, source, version,
+                                             histograms=self.histograms)
         except Exception as exc:  # a broken model must never take the server down
             reason = exc.message if isinstance(exc, KilnError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %d failed to load: %s", entry.name, version, reason)

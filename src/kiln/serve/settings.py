@@ -54,7 +54,7 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(8002, ge=0, le=65535)
     """Metrics port."""
     allow_metrics: bool = True
-    """Serve metrics at all (when the metrics frontend is available)."""
+    """Serve Prometheus metrics at all (off: no listener, no histograms kept)."""
 
     model_control_mode: Literal["none", "poll", "explicit"] = "none"
     """none: load every model at start; poll: follow the repository; explicit: API only."""
@@ -85,6 +85,9 @@ class ServerSettings(BaseSettings):
     """0 = info; 1 and above = debug (Triton: --log-verbose)."""
     log_format: Literal["text", "json"] = "text"
     """Log line format."""
+    trace_exporter: Literal["none", "console", "otlp"] = "none"
+    """OpenTelemetry spans per inference request: console = JSON lines on stdout, otlp =
+    OTLP/HTTP per the OTEL_EXPORTER_OTLP_* variables (needs the 'otel' extra)."""
 
     @classmethod
     def settings_customise_sources(

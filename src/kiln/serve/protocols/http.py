@@ -12,9 +12,12 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InvalidArgument, ResourceExhausted
+
+if TYPE_CHECKING:
+    from kiln.serve.requestlog import RequestRecord
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -30,6 +33,12 @@ class Request:
     headers: dict[bytes, bytes]
     params: dict[str, str]
     body: bytes = b""
+    #: The request id (see ``kiln.serve.requestlog``); a handler may set it when still None.
+    id: str | None = None
+    #: The caller's address, when the server knows it.
+    client: str | None = None
+    #: Phase timestamps, when the request is being logged or traced (else None).
+    record: RequestRecord | None = None
 
     def header(self, name: bytes) -> bytes | None:
         return self.headers.get(name)

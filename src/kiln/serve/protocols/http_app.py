@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 
 from kiln.errors import ErrorKind, KilnError
@@ -19,6 +18,7 @@ from kiln.serve.protocols.http import (
     read_body,
     send_response,
 )
+from kiln.serve.requestlog import RequestIds, RequestObserver, usable_id
 
 log = logging.getLogger("kiln.serve.http")
 
@@ -44,11 +44,18 @@ def error_response(exc: KilnError) -> Response:
 
 
 class HttpApp:
-    """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``."""
+    """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``.
 
-    def __init__(self, routes: Iterable[Route], *, max_request_bytes: int) -> None:
+    Every response carries the request's id in ``x-request-id`` (the caller's, when it sent a
+    usable one); ``observer`` logs and traces requests (none: only failures are logged).
+    """
+
+    def __init__(self, routes: Iterable[Route], *, max_request_bytes: int,
+                 observer: RequestObserver | None = None) -> None:
         self.router = Router(routes)
         self.max_request_bytes = max_request_bytes
+        self.observer = observer or RequestObserver()
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,26 +72,37 @@ class HttpApp:
             await send_response(send, Response(status, encode_error(message)))
             return
         headers = dict(scope["headers"])
+        client = scope.get("client")
+        request = Request(method, path, headers, params, id=usable_id(headers.get(_ID_HEADER)),
+                          client=client[0] if client else None, record=self.observer.begin())
+        error: BaseException | None = None
         try:
-            body = (await read_body(receive, headers, self.max_request_bytes)
-                    if route.reads_body else b"")
-            response = await route.handler(Request(method, path, headers, params, body))
-        except KilnError as exc:
-            response = error_response(exc)
-            if exc.kind is ErrorKind.INTERNAL:
-                response = _internal(exc, method, path)
-        except Exception as exc:  # a fault in kiln: report it with an id, keep serving
-            response = _internal(exc, method, path)
+            if route.reads_body:
+                request.body = await read_body(receive, headers, self.max_request_bytes)
+            response = await route.handler(request)
+        except Exception as exc:
+            error = exc
+        request.id = request.id or self.ids.new()
+        if error is not None:
+            response = _error_response(error, method, path, request.id)
+        response.headers.append((_ID_HEADER, request.id.encode()))
+        if request.record is not None or error is not None:
+            self.observer.finish(request.record, request_id=request.id, protocol="http",
+                                 method=method, path=path, status=response.status, error=error)
         await send_response(send, response)
 
 
-def _internal(exc: BaseException, method: str, path: str) -> Response:
-    request_id = uuid.uuid4().hex[:16]
+_ID_HEADER = b"x-request-id"
+
+
+def _error_response(exc: BaseException, method: str, path: str, request_id: str) -> Response:
+    if isinstance(exc, KilnError) and exc.kind is not ErrorKind.INTERNAL:
+        return error_response(exc)
+    # A fault in kiln or a backend: report it with the request id, keep serving.
     log.error("internal error on %s %s (request id %s): %s", method, path, request_id, exc,
               exc_info=exc)
     message = exc.message if isinstance(exc, KilnError) else "internal error"
-    body = encode_error(f"{message} (request id {request_id})")
-    return Response(500, body, headers=[(b"x-request-id", request_id.encode())])
+    return Response(500, encode_error(f"{message} (request id {request_id})"))
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.control import ModelControl
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.repository.pbtxt import config_to_proto
+from kiln.serve.requestlog import RequestIds, RequestObserver, RequestRecord, usable_id
 
 log = logging.getLogger("kiln.serve.grpc")
 
@@ -55,7 +57,7 @@ UNIMPLEMENTED: dict[str, str] = {
          "CudaSharedMemoryUnregister"),
         "kiln does not support shared-memory tensors; send tensors in raw_input_contents"),
     "TraceSetting": "kiln does not offer the trace extension",
-    "LogSettings": "kiln does not offer the logging extension; use 'kiln serve --log-verbose'",
+    "LogSettings": "kiln offers the logging extension over HTTP only: GET|POST /v2/logging",
 }
 
 #: Requests of one ModelStreamInfer stream in flight at once; the stream stops reading
@@ -69,10 +71,13 @@ class V2GrpcService:
     """The V2 gRPC methods over one data plane; ``handler()`` registers them with a server."""
 
     def __init__(self, plane: DataPlane, limits: DecodeLimits, *,
-                 control: ModelControl | None = None) -> None:
+                 control: ModelControl | None = None,
+                 observer: RequestObserver | None = None) -> None:
         self.plane = plane
         self.limits = limits
         self.control = control
+        self.observer = observer or RequestObserver()
+        self.ids = RequestIds()
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler for ``grpc.aio.Server.add_generic_rpc_handlers``."""
@@ -154,9 +159,39 @@ class V2GrpcService:
         return pb.RepositoryModelUnloadResponse()
 
     async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
-        response = await self.plane.infer(decoded)
+        record = self.observer.begin()
+        try:
+            response = await self._infer(request, record)
+        except Exception as exc:
+            code = GRPC_STATUS[exc.kind] \
+                if isinstance(exc, KilnError) else grpc.StatusCode.INTERNAL
+            self.observer.finish(record, request_id=self._id(request), protocol="grpc",
+                                 method="ModelInfer", status=code.name, error=exc)
+            raise
+        if record is not None:
+            self.observer.finish(record, request_id=self._id(request), protocol="grpc",
+                                 method="ModelInfer", status="OK")
+        return response
+
+    async def _infer(self, request: pb.ModelInferRequest,
+                     record: RequestRecord | None) -> pb.ModelInferResponse:
+        started = time.monotonic_ns()
+        try:
+            decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
+        except Exception as exc:
+            self.plane.reject(request.model_name, request.model_version or None, exc,
+                              time.monotonic_ns() - started)
+            raise
+        if record is None:
+            response = await self.plane.infer(decoded)
+        else:
+            record.model, record.decoded = request.model_name, time.monotonic_ns()
+            response = await self.plane.infer(decoded, timing=record.timing)
+            record.version, record.encoding = response.model_version, time.monotonic_ns()
         return v2_grpc.encode_infer_response(response, raw=bool(request.raw_input_contents))
+
+    def _id(self, request: pb.ModelInferRequest) -> str:
+        return usable_id(request.id) or self.ids.new()
 
     async def model_stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext,

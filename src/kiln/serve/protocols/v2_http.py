@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.protocols.http import Request, Response, Route, route
 from kiln.serve.repository.pbtxt import config_to_proto
+from kiln.serve.requestlog import usable_id
 from kiln.tensors import TensorSpec
 
 _HEADER_LENGTH = b"inference-header-content-length"
@@ -49,13 +51,26 @@ def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
 
     async def infer(request: Request) -> Response:
         name, version = _model(request)
-        header_length = _header_length(request)
-        decoded = v2_json.decode_infer_request(
-            request.body, model_name=name, model_version=version,
-            header_length=header_length, limits=limits,
-            single_input=lambda: _single_input(plane, name, version),
-        )
-        response = await plane.infer(decoded)
+        started = time.monotonic_ns()
+        try:
+            decoded = v2_json.decode_infer_request(
+                request.body, model_name=name, model_version=version,
+                header_length=_header_length(request), limits=limits,
+                single_input=lambda: _single_input(plane, name, version),
+            )
+        except Exception as exc:
+            plane.reject(name, version, exc, time.monotonic_ns() - started)
+            raise
+        if request.id is None:
+            request.id = usable_id(decoded.id)
+        record = request.record
+        if record is None:
+            response = await plane.infer(decoded)
+        else:
+            record.model, record.decoded = name, time.monotonic_ns()
+            record.traceparent = _text(request.header(b"traceparent"))
+            response = await plane.infer(decoded, timing=record.timing)
+            record.version, record.encoding = response.model_version, time.monotonic_ns()
         body, json_length = v2_json.encode_infer_response(response, decoded)
         if json_length is None:
             return Response(body=body)
@@ -87,6 +102,10 @@ def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
 
 def _model(request: Request) -> tuple[str, str | None]:
     return request.params["model"], request.params.get("version")
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 
 
 def _header_length(request: Request) -> int | None:
