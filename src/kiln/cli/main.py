@@ -12,6 +12,9 @@ from kiln import __version__
 #: Command name -> module with ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = {
     "serve": "kiln.cli.serve",
+    "keys": "kiln.cli.keys",
+    "keygen": "kiln.cli.keygen",
+    "encrypt": "kiln.cli.encrypt",
 }
 
 

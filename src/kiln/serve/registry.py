@@ -76,7 +76,7 @@ class ModelRegistry:
         try:
             return self._models[name]
         except KeyError:
-            raise NotFound(f"unknown model '{name}'") from None
+            raise NotFound(f"unknown model '{name[:128]}'") from None
 
     async def load(self, name: str) -> ModelEntry:
         """(Re)load ``name`` from the repository per its version policy; never raises for a bad

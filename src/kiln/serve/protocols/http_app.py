@@ -7,8 +7,10 @@ import uuid
 from collections.abc import Iterable
 
 from kiln.errors import ErrorKind, KilnError
+from kiln.serve.auth import AccessControl, check_groups
 from kiln.serve.codecs.v2_json import encode_error
 from kiln.serve.protocols.http import (
+    ClientDisconnected,
     Receive,
     Request,
     Response,
@@ -40,15 +42,24 @@ def error_response(exc: KilnError) -> Response:
     headers = []
     if exc.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+    if exc.kind is ErrorKind.UNAUTHENTICATED:
+        headers.append((b"www-authenticate", b'Bearer realm="kiln"'))
     return Response(HTTP_STATUS[exc.kind], encode_error(exc.message), headers=headers)
 
 
 class HttpApp:
-    """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``."""
+    """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``.
 
-    def __init__(self, routes: Iterable[Route], *, max_request_bytes: int) -> None:
+    ``access`` (``None``: authentication off) is asked about every route before its body is
+    read; building an app whose routes name a group without an access rule fails.
+    """
+
+    def __init__(self, routes: Iterable[Route], *, max_request_bytes: int,
+                 access: AccessControl | None) -> None:
         self.router = Router(routes)
+        check_groups((r.group for r in self.router.routes), "HTTP routes")
         self.max_request_bytes = max_request_bytes
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,9 +77,14 @@ class HttpApp:
             return
         headers = dict(scope["headers"])
         try:
+            if self.access is not None:
+                self.access.check(route.group, headers.get(b"authorization"),
+                                  params.get("model"))
             body = (await read_body(receive, headers, self.max_request_bytes)
                     if route.reads_body else b"")
             response = await route.handler(Request(method, path, headers, params, body))
+        except ClientDisconnected:
+            return
         except KilnError as exc:
             response = error_response(exc)
             if exc.kind is ErrorKind.INTERNAL:
