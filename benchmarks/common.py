@@ -54,9 +54,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def kiln_server(repo: Path, *, pin_cpu: int | None) -> Iterator[Server]:
+def kiln_server(repo: Path, *args: str, pin_cpu: int | None,
+                client: dict[str, object] | None = None) -> Iterator[Server]:
     prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
-    with kiln_serve(repo, command_prefix=prefix) as process:
+    with kiln_serve(repo, *args, command_prefix=prefix, client=client) as process:
         yield Server(process)
 
 
@@ -91,12 +92,14 @@ def _lua_string(data: bytes) -> str:
 
 
 def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid: int, *,
-            header_length: int | None = None, pin_cpu: int | None = None) -> LoadResult:
+            header_length: int | None = None, pin_cpu: int | None = None,
+            extra_headers: dict[str, str] | None = None) -> LoadResult:
     """Closed-loop HTTP load from wrk (one thread); latency percentiles from wrk itself."""
     headers = {"Content-Type": "application/json"}
     if header_length is not None:
         headers = {"Content-Type": "application/octet-stream",
                    "Inference-Header-Content-Length": str(header_length)}
+    headers.update(extra_headers or {})
     lua = ['wrk.method = "POST"', f"wrk.body = {_lua_string(body)}"]
     lua += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:

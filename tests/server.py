@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,6 +30,7 @@ class KilnProcess:
     grpc_port: int
     metrics_port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def http_url(self) -> str:
@@ -36,7 +38,7 @@ class KilnProcess:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -48,8 +50,12 @@ class KilnProcess:
 @contextmanager
 def kiln_serve(repo: Path | None, *args: str, ready: bool = True, timeout_s: float = 60,
                env: dict[str, str] | None = None, log_dir: Path | None = None,
-               command_prefix: list[str] | None = None) -> Iterator[KilnProcess]:
-    """Run ``kiln serve`` until the block ends; waits for live (and ready, unless told not to)."""
+               command_prefix: list[str] | None = None,
+               client: dict[str, Any] | None = None) -> Iterator[KilnProcess]:
+    """Run ``kiln serve`` until the block ends; waits for live (and ready, unless told not to).
+
+    ``client`` holds httpx options for the readiness check (e.g. ``verify`` and ``cert`` for
+    a server started with TLS, which also makes ``base`` an https URL)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"kiln-serve-{http_port}.log"
@@ -61,9 +67,11 @@ def kiln_serve(repo: Path | None, *args: str, ready: bool = True, timeout_s: flo
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})})
-    server = KilnProcess(process, http_port, grpc_port, metrics_port, log_path)
+    server = KilnProcess(process, http_port, grpc_port, metrics_port, log_path,
+                         "https" if client else "http")
     try:
-        _wait(server, "/v2/health/ready" if ready else "/v2/health/live", timeout_s)
+        _wait(server, "/v2/health/ready" if ready else "/v2/health/live", timeout_s,
+              client or {})
         yield server
     finally:
         stop_process(process)
@@ -80,13 +88,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20) -> Non
             process.wait()
 
 
-def _wait(server: KilnProcess, path: str, timeout_s: float) -> None:
+def _wait(server: KilnProcess, path: str, timeout_s: float, client: dict[str, Any]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not server.alive():
             raise RuntimeError(f"kiln serve exited early:\n{server.log()}")
         try:
-            if httpx.get(server.base + path, timeout=1).status_code == 200:
+            if httpx.get(server.base + path, timeout=1, **client).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -77,9 +77,9 @@ def test_a_model_that_fails_to_load_is_reported_and_unready(server: KilnProcess)
     response = _post(server, "models/broken/load")
     assert response.status_code == 400
     assert "failed to load model 'broken': version 1:" in response.json()["error"]
-    assert "protobuf" in response.json()["error"].lower()
+    assert "not a valid onnx model" in response.json()["error"].lower()
     row = next(r for r in index(server.base) if r["name"] == "broken" and r.get("version"))
-    assert row["state"] == "UNAVAILABLE" and "protobuf" in row["reason"].lower()
+    assert row["state"] == "UNAVAILABLE" and "not a valid onnx model" in row["reason"].lower()
     # It should be loaded and is not: the server is not ready until it is unloaded.
     assert httpx.get(f"{server.base}/v2/health/ready").status_code == 503
     assert _post(server, "models/broken/unload").status_code == 200

@@ -14,6 +14,9 @@ COMMANDS = {
     "serve": "kiln.cli.serve",
     "bench": "kiln.cli.bench",
     "convert": "kiln.cli.convert",
+    "keys": "kiln.cli.keys",
+    "keygen": "kiln.cli.keygen",
+    "encrypt": "kiln.cli.encrypt",
 }
 
 

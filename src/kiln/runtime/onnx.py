@@ -44,6 +44,10 @@ class OnnxRuntimeBackend:
         if not options.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = choose_providers(options.execution_providers, ort.get_available_providers())
+        if artifact.content is not None:
+            # Bytes have no folder: external data resolves against the model's own folder.
+            so.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(artifact.path.parent))
         source = artifact.content if artifact.content is not None else str(artifact.path)
         session = ort.InferenceSession(source, sess_options=so, providers=providers)
         used = session.get_providers()

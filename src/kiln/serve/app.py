@@ -11,13 +11,16 @@ import grpc
 import uvicorn
 
 from kiln.errors import ConfigError, KilnError
+from kiln.serve.auth import AccessControl, check_exposure
 from kiln.serve.codecs.limits import DecodeLimits
 from kiln.serve.control import ModelControl
 from kiln.serve.dataplane import DataPlane
 from kiln.serve.logcontrol import LogControl
 from kiln.serve.metrics import build_registry
 from kiln.serve.poller import RepositoryPoller
+from kiln.serve.protocols.grpc_auth import AccessInterceptor
 from kiln.serve.protocols.http_app import HttpApp
+from kiln.serve.protocols.http_limits import limited_protocol
 from kiln.serve.protocols.observability_http import logging_routes, metrics_routes
 from kiln.serve.protocols.repository_http import repository_routes
 from kiln.serve.protocols.tfserving_http import tfserving_routes
@@ -25,8 +28,11 @@ from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
 from kiln.serve.registry import ModelRegistry
 from kiln.serve.repository import ModelRepository
+from kiln.serve.repository.artifacts import ArtifactPolicy
+from kiln.serve.repository.model_keys import KeyRing
 from kiln.serve.requestlog import RequestObserver
 from kiln.serve.settings import ServerSettings
+from kiln.serve.tls import TlsFiles
 from kiln.serve.tracing import RequestTracer, build_tracer
 
 log = logging.getLogger("kiln.serve")
@@ -49,8 +55,19 @@ class KilnServer:
     """
 
     def __init__(self, settings: ServerSettings) -> None:
-        self.settings = settings
-        self.repository = ModelRepository(settings.model_repository)
+        self.settings = s = settings
+        self.access = AccessControl(s.keys_file) if s.keys_file is not None else None
+        check_exposure([(name, host, port) for name, on, host, port in (
+            ("HTTP", s.allow_http, s.http_address, s.http_port),
+            ("gRPC", s.allow_grpc, s.grpc_address, s.grpc_port),
+            ("metrics", s.allow_metrics, s.metrics_address, s.metrics_port)) if on],
+            auth=self.access is not None, insecure=s.insecure)
+        self.tls = TlsFiles.from_settings(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+        self._ssl = self.tls.ssl_context() if self.tls else None  # bad TLS files fail here
+        keys = KeyRing.load(s.model_key_file,
+                            s.model_key.get_secret_value() if s.model_key else None)
+        self.repository = ModelRepository(s.model_repository, policy=ArtifactPolicy(
+            keys=keys, require_manifest=s.require_manifest))
         poll = settings.model_control_mode == "poll"
         self.registry = ModelRegistry(self.repository, require_marker=poll,
                                       drain_timeout_s=settings.exit_timeout_secs,
@@ -79,12 +96,13 @@ class KilnServer:
         if s.allow_grpc:
             await self._start_grpc()
         if s.allow_metrics:
-            app = HttpApp(metrics_routes(build_registry(self.plane)), max_request_bytes=1 << 16)
+            app = HttpApp(metrics_routes(build_registry(self.plane)), max_request_bytes=1 << 16,
+                          access=self.access)
             await self._serve_http(app, s.metrics_address, s.metrics_port, "metrics")
         if s.allow_http:
             await self._serve_http(self.http_app(), s.http_address, s.http_port,
-                                   "http (KServe V2, TF Serving REST)",
-                                   max_connections=s.http_max_connections)
+                                   f"HTTP{'S' if self.tls else ''} (KServe V2, TF Serving REST)",
+                                   max_connections=s.http_max_connections, tls=True)
         if self.poller is not None:
             self.poller.start()
 
@@ -111,15 +129,20 @@ class KilnServer:
                   *repository_routes(self.control),
                   *logging_routes(self.log_control)]
         return HttpApp(routes, max_request_bytes=self.settings.max_request_bytes,
-                       observer=RequestObserver(tracer=self._tracer))
+                       access=self.access, observer=RequestObserver(tracer=self._tracer))
 
     async def _serve_http(self, app: HttpApp, host: str, port: int, protocol: str, *,
-                          max_connections: int | None = None) -> None:
+                          max_connections: int | None = None, tls: bool = False) -> None:
+        s = self.settings
+        ssl = self._ssl if tls else None
         config = uvicorn.Config(
-            app, host=host, port=port, http="httptools", loop="none",
+            app, host=host, port=port, loop="none",
+            http=limited_protocol(header_timeout_s=s.http_header_timeout_s,
+                                  body_timeout_s=s.http_body_timeout_s),
             lifespan="off", access_log=False, log_config=None, server_header=False,
             date_header=False, timeout_keep_alive=30, limit_concurrency=max_connections,
-            timeout_graceful_shutdown=max(self.settings.exit_timeout_secs, 1),
+            timeout_graceful_shutdown=max(s.exit_timeout_secs, 1),
+            ssl_context_factory=(lambda *_: ssl) if ssl else None,
         )
         server = uvicorn.Server(config)
         # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns
@@ -134,7 +157,8 @@ class KilnServer:
             for sock in listener.sockets:
                 bound_host, bound_port = sock.getsockname()[:2]
                 self.addresses.append(BoundAddress(protocol, bound_host, bound_port))
-                log.info("%s listening on %s:%d", protocol, bound_host, bound_port)
+                log.info("%s listening on %s:%d%s", protocol, bound_host, bound_port,
+                         self._auth_note())
 
     async def _start_grpc(self) -> None:
         s = self.settings
@@ -142,19 +166,28 @@ class KilnServer:
         # NOTE: SO_REUSEPORT off, so a port already in use fails here instead of sharing it.
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-            ("grpc.so_reuseport", 0),
-        ])
+            ("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1024),
+        ], interceptors=[AccessInterceptor(self.access)] if self.access else None)
         service = V2GrpcService(self.plane, self.limits(), control=self.control,
                                 observer=RequestObserver(tracer=self._tracer))
         self._grpc.add_generic_rpc_handlers([service.handler()])
         host = f"[{s.grpc_address}]" if ":" in s.grpc_address else s.grpc_address
         try:
-            port = self._grpc.add_insecure_port(f"{host}:{s.grpc_port}")
+            address = f"{host}:{s.grpc_port}"
+            port = (self._grpc.add_secure_port(address, self.tls.grpc_credentials()) if self.tls
+                    else self._grpc.add_insecure_port(address))
         except RuntimeError:
             raise KilnError(f"cannot listen on {s.grpc_address}:{s.grpc_port} for gRPC") from None
         await self._grpc.start()
         self.addresses.append(BoundAddress("grpc", s.grpc_address, port))
-        log.info("gRPC (KServe V2) listening on %s:%d", s.grpc_address, port)
+        log.info("gRPC%s (KServe V2) listening on %s:%d%s", " with TLS" if self.tls else "",
+                 s.grpc_address, port, self._auth_note())
+
+    def _auth_note(self) -> str:
+        if self.access is None:
+            return ""
+        mutual = ", client certificates required" if self.tls and self.tls.client_ca_file else ""
+        return f" (API keys from {self.access.keys_file}{mutual})"
 
     async def stop(self) -> None:
         """Graceful shutdown: readiness goes false and new requests are refused (503 /

@@ -13,8 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from kiln.errors import InternalError
-from kiln.runtime import Backend, ModelArtifact, Session, SessionOptions, get_backend
+from kiln.runtime import Backend, Session, SessionOptions, get_backend
 from kiln.serve.batching import BatchingPolicy, DynamicBatcher
 from kiln.serve.repository.autocomplete import served_signature
 from kiln.serve.repository.config import DynamicBatchingConfig, ModelConfig
@@ -58,11 +57,9 @@ class ModelVersion:
         config = source.config
         backend = get_backend(config.backend or config.platform or "onnxruntime")
         filename = config.default_model_filename or backend.default_filename
-        path = source.version_path(version) / filename
-        if not path.is_file():
-            raise InternalError(f"model '{source.name}' version {version} has no file {path.name}")
         started = time.perf_counter()
-        session = backend.load(ModelArtifact(path=path), session_options(config))
+        artifact = source.artifact(version, filename)
+        session = backend.load(artifact, session_options(config))
         signature = served_signature(source.name, config, session.signature)
         run_us = warm_up(source.name, session, signature, config.warmup)
         load_s = time.perf_counter() - started

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -80,6 +80,27 @@ class ServerSettings(BaseSettings):
     """Largest tensor rank accepted."""
     max_tensor_elements: int = Field(1 << 31, ge=1)
     """Most elements a request tensor may declare."""
+
+    keys_file: Path | None = None
+    """API keys file ('kiln keys create'); when set, every endpoint but health needs a key."""
+    insecure: bool = False
+    """Allow listening beyond loopback without API keys (anyone reaching the port may call)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain for HTTPS and gRPC over TLS (with tls_key_file)."""
+    tls_key_file: Path | None = None
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
+    model_key_file: list[Path] = []
+    """Key files ('kiln keygen') that open encrypted models; the first encrypts."""
+    model_key: SecretStr | None = None
+    """Model key lines, comma-separated, instead of a file (env KILN_MODEL_KEY)."""
+    require_manifest: bool = False
+    """Refuse model versions without a manifest.json listing their files' SHA-256."""
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    """Time a client has to send a request's line and headers, in seconds."""
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    """Longest pause allowed while a request body arrives, in seconds."""
 
     log_verbose: int = Field(0, ge=0)
     """0 = info; 1 and above = debug (Triton: --log-verbose)."""

@@ -55,6 +55,10 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class ClientDisconnected(Exception):
+    """The client went away (or was cut off for being too slow) before sending its body."""
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """One endpoint. ``group`` names the API group it belongs to (for access control)."""
@@ -103,6 +107,8 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     chunks, size = [], 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -6,8 +6,10 @@ import logging
 from collections.abc import Iterable
 
 from kiln.errors import ErrorKind, KilnError
+from kiln.serve.auth import AccessControl, check_groups
 from kiln.serve.codecs.v2_json import encode_error
 from kiln.serve.protocols.http import (
+    ClientDisconnected,
     Receive,
     Request,
     Response,
@@ -40,6 +42,8 @@ def error_response(exc: KilnError) -> Response:
     headers = []
     if exc.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+    if exc.kind is ErrorKind.UNAUTHENTICATED:
+        headers.append((b"www-authenticate", b'Bearer realm="kiln"'))
     return Response(HTTP_STATUS[exc.kind], encode_error(exc.message), headers=headers)
 
 
@@ -48,12 +52,16 @@ class HttpApp:
 
     Every response carries the request's id in ``x-request-id`` (the caller's, when it sent a
     usable one); ``observer`` logs and traces requests (none: only failures are logged).
+    ``access`` (``None``: authentication off) is asked about every route before its body is
+    read; building an app whose routes name a group without an access rule fails.
     """
 
     def __init__(self, routes: Iterable[Route], *, max_request_bytes: int,
-                 observer: RequestObserver | None = None) -> None:
+                 access: AccessControl | None, observer: RequestObserver | None = None) -> None:
         self.router = Router(routes)
+        check_groups((r.group for r in self.router.routes), "HTTP routes")
         self.max_request_bytes = max_request_bytes
+        self.access = access
         self.observer = observer or RequestObserver()
         self.ids = RequestIds()
 
@@ -77,9 +85,14 @@ class HttpApp:
                           client=client[0] if client else None, record=self.observer.begin())
         error: BaseException | None = None
         try:
+            if self.access is not None:
+                self.access.check(route.group, headers.get(b"authorization"),
+                                  params.get("model"))
             if route.reads_body:
                 request.body = await read_body(receive, headers, self.max_request_bytes)
             response = await route.handler(request)
+        except ClientDisconnected:
+            return
         except Exception as exc:
             error = exc
         request.id = request.id or self.ids.new()

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from kiln.errors import ErrorKind, KilnError, Unimplemented
+from kiln.errors import ErrorKind, InvalidArgument, KilnError, Unimplemented
 from kiln.proto import grpc_service_pb2 as pb
 from kiln.serve.codecs import v2_grpc
 from kiln.serve.codecs.limits import DecodeLimits
@@ -94,12 +94,12 @@ class V2GrpcService:
             "RepositoryModelLoad": (self.repository_load, pb.RepositoryModelLoadRequest),
             "RepositoryModelUnload": (self.repository_unload, pb.RepositoryModelUnloadRequest),
         }
-        methods = {name: _unary(name, method, request_type.FromString)
+        methods = {name: _unary(name, method, _lenient(request_type))
                    for name, (method, request_type) in typed.items()}
         for name, message in UNIMPLEMENTED.items():
             methods[name] = _unary(name, _refuse(f"{name}: {message}"), None)
         methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self.model_stream_infer, request_deserializer=pb.ModelInferRequest.FromString,
+            self.model_stream_infer, request_deserializer=_lenient(pb.ModelInferRequest),
             response_serializer=_serialize)
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
@@ -225,6 +225,8 @@ class V2GrpcService:
 
     async def _stream_answer(self, request: pb.ModelInferRequest
                              ) -> pb.ModelStreamInferResponse:
+        if isinstance(request, MalformedRequest):
+            return pb.ModelStreamInferResponse(error_message=request.message)
         try:
             return pb.ModelStreamInferResponse(infer_response=await self.model_infer(request))
         except Exception as exc:
@@ -248,6 +250,8 @@ def _unary(name: str, method: Handler,
            deserialize: Callable[[bytes], Any] | None) -> grpc.RpcMethodHandler:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(request.message)
             return await method(request)
         except Exception as exc:
             code, message = grpc_status(exc, name)
@@ -267,6 +271,26 @@ def _repository_parameters(parameters: Any) -> dict[str, Any]:
         choice = parameter.WhichOneof("parameter_choice")
         values[key] = getattr(parameter, choice) if choice else None
     return values
+
+
+class MalformedRequest:
+    """Stands for request bytes that do not parse, so the handler (not gRPC, which would say
+    UNKNOWN and log a traceback) answers INVALID_ARGUMENT."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    name = message_type.DESCRIPTOR.name
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except Exception:  # protobuf's DecodeError, or RecursionError on deep nesting
+            return MalformedRequest(f"the request is not a valid {name} protobuf message")
+
+    return deserialize
 
 
 def _refuse(message: str) -> Handler:

@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.errors import ConfigError, InvalidArgument, NotFound
+from kiln.runtime import ModelArtifact
+from kiln.serve.repository.artifacts import ArtifactPolicy
 from kiln.serve.repository.config import ModelConfig, load_yaml_config
 from kiln.serve.repository.pbtxt import load_pbtxt_config
 
@@ -40,16 +42,24 @@ class ModelSource:
     config: ModelConfig
     config_path: Path | None
     versions: tuple[int, ...]
+    #: How this model's files are admitted (manifest, decryption, ONNX checks).
+    policy: ArtifactPolicy = field(default=ArtifactPolicy(), compare=False, repr=False)
 
     def version_path(self, version: int) -> Path:
         return self.path / str(version)
+
+    def artifact(self, version: int, filename: str) -> ModelArtifact:
+        """The version's model file, read, verified and decrypted into memory."""
+        return self.policy.read(self.version_path(version), filename,
+                                binding=f"{self.name}/{version}")
 
 
 class ModelRepository:
     """Lists and finds models under one or more repository folders."""
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], *, policy: ArtifactPolicy | None = None) -> None:
         self.roots = [root.resolve() for root in roots]
+        self.policy = policy or ArtifactPolicy()
         for root in self.roots:
             if not root.is_dir():
                 raise ConfigError(f"model repository '{root}' is not a directory")
@@ -76,11 +86,11 @@ class ModelRepository:
                     f"model '{name}' is a symbolic link; kiln serves only folders that are "
                     "really inside the model repository (copy or move the model there)")
             if path.is_dir():
-                return _read_source(name, path)
+                return _read_source(name, path, self.policy)
         raise NotFound(f"model '{name}' is not in the model repository")
 
 
-def _read_source(name: str, path: Path) -> ModelSource:
+def _read_source(name: str, path: Path, policy: ArtifactPolicy) -> ModelSource:
     yaml_path, pbtxt_path = path / "config.yaml", path / "config.pbtxt"
     if yaml_path.exists() and pbtxt_path.exists():
         raise ConfigError(f"{path}: has both config.yaml and config.pbtxt; keep one")
@@ -98,4 +108,4 @@ def _read_source(name: str, path: Path) -> ModelSource:
     versions = sorted(int(p.name) for p in path.iterdir()
                       if p.is_dir() and _VERSION_DIR.fullmatch(p.name))
     return ModelSource(name=name, path=path, config=config, config_path=config_path,
-                       versions=tuple(versions))
+                       versions=tuple(versions), policy=policy)

@@ -8,7 +8,8 @@ version folder counts as *published* when it holds either
 
       {"files": {"model.onnx": {"sha256": "<64 hex digits>", "bytes": 90392019}}}
 
-  and every listed file is present with that digest (and size, when given); or
+  and every listed file is present with that size (when given; the digests are checked when
+  the version loads, over the very bytes loaded: ``kiln.serve.repository.integrity``); or
 - an empty file named ``READY``, written after everything else.
 
 Staging the folder under a name that is not a version number (``.staging-3``, ``3.tmp``)
@@ -18,14 +19,13 @@ in every control mode; the marker is required only where ``require_marker`` says
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
-from kiln.errors import Unavailable
+from kiln.errors import InternalError, Unavailable
+from kiln.serve.repository.integrity import MANIFEST_NAME as MANIFEST
+from kiln.serve.repository.integrity import read_manifest
 
-MANIFEST = "manifest.json"
 MARKER = "READY"
 
 #: A cheap fingerprint of a folder's files: (relative path, size, mtime_ns, is a link).
@@ -67,9 +67,8 @@ def check_published(version_dir: Path, *, model_dir: Path, require_marker: bool)
     check_inside(version_dir, model_dir)
     for item in version_dir.iterdir():
         check_inside(item, model_dir)
-    manifest = version_dir / MANIFEST
-    if manifest.exists():
-        _check_manifest(manifest, version_dir)
+    if (version_dir / MANIFEST).exists():
+        _check_manifest(version_dir)
     elif require_marker and not (version_dir / MARKER).is_file():
         raise NotPublished(
             f"{version_dir.name}: not published yet: the folder has neither {MANIFEST} nor a "
@@ -83,21 +82,18 @@ def check_inside(path: Path, folder: Path) -> None:
                            f"'{folder.name}'; kiln does not follow links out of a model")
 
 
-def _check_manifest(manifest: Path, version_dir: Path) -> None:
+def _check_manifest(version_dir: Path) -> None:
     try:
-        files = json.loads(manifest.read_bytes())["files"]
-        listed = {str(name): (str(entry["sha256"]).lower(), entry.get("bytes"))
-                  for name, entry in files.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise NotPublished(f"{version_dir.name}/{MANIFEST}: not a manifest with a 'files' map "
-                           f"of {{name: {{sha256: ...}}}} ({type(exc).__name__}: {exc})") from None
-    if not listed:
+        manifest = read_manifest(version_dir)
+    except InternalError as exc:
+        raise NotPublished(f"{version_dir.name}/{exc.message}") from None
+    if manifest is None or not manifest.files:
         raise NotPublished(f"{version_dir.name}/{MANIFEST}: lists no files")
-    for name, (digest, size) in listed.items():
-        _check_file(version_dir, name, digest, size)
+    for name, entry in manifest.files.items():
+        _check_file(version_dir, name, entry.bytes)
 
 
-def _check_file(version_dir: Path, name: str, digest: str, size: object) -> None:
+def _check_file(version_dir: Path, name: str, size: int | None) -> None:
     where = f"{version_dir.name}/{name}"
     path = version_dir / name
     if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -106,12 +102,9 @@ def _check_file(version_dir: Path, name: str, digest: str, size: object) -> None
     if not path.is_file():
         raise NotPublished(f"{where}: listed in {MANIFEST} but missing (not copied yet?)")
     actual_size = path.stat().st_size
-    if isinstance(size, int) and actual_size != size:
+    if size is not None and actual_size != size:
         raise NotPublished(f"{where}: {actual_size} bytes, {MANIFEST} says {size} "
                            "(still being copied, or a different file)")
-    if sha256_file(path) != digest:
-        raise NotPublished(f"{where}: SHA-256 does not match {MANIFEST} "
-                           "(still being copied, or corrupt)")
 
 
 class PublishCheck:
@@ -138,12 +131,3 @@ class PublishCheck:
             verdict = (current, None)
         self._verdicts[version_dir] = verdict
         return verdict
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
