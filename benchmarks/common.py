@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import orjson
-from tests.server import KilnProcess, kiln_serve
+from tests.server import kiln_serve
 
 from kiln.serve.codecs.binary import encode_tensor
 from kiln.tensors import DataType, TensorDict
@@ -38,31 +38,44 @@ class LoadResult:
 
 @dataclass
 class Server:
-    process: KilnProcess
+    """A server under load: its main process (whose whole tree is charged) and its ports."""
 
-    @property
-    def pid(self) -> int:
-        return self.process.process.pid
-
-    @property
-    def http_port(self) -> int:
-        return self.process.http_port
-
-    @property
-    def grpc_port(self) -> int:
-        return self.process.grpc_port
+    pid: int
+    http_port: int
+    grpc_port: int
 
 
 @contextlib.contextmanager
 def kiln_server(repo: Path, *, pin_cpu: int | None) -> Iterator[Server]:
     prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
     with kiln_serve(repo, command_prefix=prefix) as process:
-        yield Server(process)
+        yield Server(process.process.pid, process.http_port, process.grpc_port)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first), or [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a process and all its live descendants, e.g. a Triton server's
+    Python process, ``tritonserver`` and the Python backend stubs."""
+    stats = {int(entry.name): _stat(entry.name) for entry in Path("/proc").iterdir()
+             if entry.name.isdigit()}
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        if fields:
+            children.setdefault(int(fields[1]), []).append(child)
+    total, todo = 0, [pid]
+    while todo:
+        fields = stats.get(current := todo.pop()) or _stat(current)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+        todo += children.get(current, [])
+    return total / TICKS
 
 
 def _children_cpu() -> float:
@@ -105,10 +118,10 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid
                script.name, url]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     wall = time.time() - wall
-    server_cpu = cpu_seconds(server_pid) - server_before
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
     generator_cpu = _children_cpu() - gen_before
     os.unlink(script.name)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -135,10 +148,10 @@ def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int
                f.name, str(concurrency), str(duration)]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     wall = time.time() - wall
-    server_cpu = cpu_seconds(server_pid) - server_before
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
     generator_cpu = _children_cpu() - gen_before
     os.unlink(f.name)
     result = orjson.loads(out)
