@@ -20,6 +20,7 @@ import onnxruntime as ort
 import orjson
 from tests.server import kiln_serve
 
+from benchmarks.peers.ort_session import session as ort_session
 from kiln.serve.codecs.binary import encode_tensor
 from kiln.tensors import DataType, TensorDict
 
@@ -60,22 +61,26 @@ def _stat(pid: int | str) -> list[str]:
         return []
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (from the parent links in /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree = [pid]
+    for parent in tree:
+        tree += children.get(parent, [])
+    return tree
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds used by a process and all its live descendants, e.g. a Triton server's
     Python process, ``tritonserver`` and the Python backend stubs."""
-    stats = {int(entry.name): _stat(entry.name) for entry in Path("/proc").iterdir()
-             if entry.name.isdigit()}
-    children: dict[int, list[int]] = {}
-    for child, fields in stats.items():
-        if fields:
-            children.setdefault(int(fields[1]), []).append(child)
-    total, todo = 0, [pid]
-    while todo:
-        fields = stats.get(current := todo.pop()) or _stat(current)
-        if fields:
-            total += int(fields[11]) + int(fields[12])
-        todo += children.get(current, [])
-    return total / TICKS
+    ticks = 0
+    for member in process_tree(pid):
+        if fields := _stat(member):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS
 
 
 def _children_cpu() -> float:
@@ -162,14 +167,6 @@ def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int
         generator_cores=generator_cpu / wall, errors=result["errors"])
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,
           latencies: list[float]) -> None:
     session.run(None, feed)
@@ -182,7 +179,7 @@ def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,
 def in_process(model: object, duration: float, *, batch: int, callers: int,
                threads: int) -> LoadResult:
     """``callers`` threads calling one session at ``batch`` rows for ``duration`` seconds."""
-    session = _session(model.path, threads)  # type: ignore[attr-defined]
+    session = ort_session(model.path, threads)  # type: ignore[attr-defined]
     feed = model.inputs(batch)  # type: ignore[attr-defined]
     per_thread: list[list[float]] = [[] for _ in range(callers)]
     workers = [threading.Thread(target=_loop, args=(session, feed, duration, lat))

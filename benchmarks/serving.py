@@ -3,7 +3,7 @@ Runtime, and next to peer servers, measured side by side in one run.
 
     python benchmarks/serving.py                       # tiny MLP + digits, c = 1, 16, 64
     python benchmarks/serving.py --models minilm --concurrency 1,16
-    bash benchmarks/peers/setup.sh                     # once, for the PyTriton targets
+    bash benchmarks/peers/setup.sh                     # once, for the peer targets
     python benchmarks/serving.py --models tiny --targets http-json,http-binary,pytriton-http
 
 HTTP load comes from wrk (``apt-get install wrk``), which costs 15-50 us of CPU per
@@ -11,9 +11,10 @@ request; gRPC load from a grpc.aio client in its own process. Each point reports
 inferences/s, p50/p99 latency, the ratio to the in-process limit, server CPU per inference
 and the load generator's CPU share. Rounds alternate the targets; medians are printed.
 
-Peers (``pytriton-http``, ``pytriton-binary``, ``pytriton-grpc``) get the same model file,
-ONNX Runtime settings, request bodies, load generator and CPU pinning as kiln; server CPU
-counts each server's whole process tree. When both run, a closing table gives kiln's best
+Peers (``pytriton-http``, ``pytriton-binary``, ``pytriton-grpc``, ``torchserve-http``) get
+the same model file, ONNX Runtime settings, request bodies, load generator and CPU pinning
+as kiln, each with dynamic batching (max 32, 1 ms); server CPU counts each server's whole
+process tree. When both run, a closing table gives kiln's best
 throughput and server CPU per inference as ratios to the best peer's.
 """
 
@@ -47,12 +48,15 @@ from benchmarks.common import (
     v2_bodies,
 )
 from benchmarks.models import MODELS, BenchModel
-from benchmarks.peers.launch import pytriton_server, require_peers
+from benchmarks.peers.launch import pytriton_server, require_peers, torchserve_server
 
 #: Each target: the server it loads and how (V2 JSON or binary over HTTP, or gRPC).
 TARGETS = {"http-json": ("kiln", "json"), "http-binary": ("kiln", "binary"),
            "grpc": ("kiln", "grpc"), "pytriton-http": ("pytriton", "json"),
-           "pytriton-binary": ("pytriton", "binary"), "pytriton-grpc": ("pytriton", "grpc")}
+           "pytriton-binary": ("pytriton", "binary"), "pytriton-grpc": ("pytriton", "grpc"),
+           "torchserve-http": ("torchserve", "json")}
+#: How to start each peer (benchmarks/peers/launch.py).
+PEERS = {"pytriton": pytriton_server, "torchserve": torchserve_server}
 
 
 @dataclass
@@ -81,8 +85,8 @@ def _servers(model: BenchModel, targets: list[str], work: Path,
     with contextlib.ExitStack() as stack:
         servers = {"kiln": stack.enter_context(
             kiln_server(work / "repo", pin_cpu=0 if pin else None))}
-        if "pytriton" in wanted:
-            servers["pytriton"] = stack.enter_context(pytriton_server(
+        for peer in sorted(wanted - {"kiln"}):
+            servers[peer] = stack.enter_context(PEERS[peer](
                 model.path, model.name, intra_op_threads=model.intra_op_threads, work=work,
                 pin_cpu=0 if pin else None))
         yield servers
@@ -187,8 +191,8 @@ def _parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     transports = {TARGETS[t][1] for t in args.targets}
     if shutil.which("wrk") is None and transports & {"json", "binary"}:
         sys.exit("wrk is needed for the HTTP targets: apt-get install wrk")
-    if any(TARGETS[t][0] == "pytriton" for t in args.targets):
-        require_peers()
+    for peer in {TARGETS[t][0] for t in args.targets} - {"kiln"}:
+        require_peers(peer)
     return args
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from ort_session import session
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
@@ -42,16 +43,6 @@ ORT_TYPES: dict[str, type[np.generic]] = {
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
     "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
 }
-
-
-def session(path: Path, intra_op_threads: int) -> ort.InferenceSession:
-    """The model's ONNX Runtime session, set up like kiln's and the in-process point's."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def tensors(args: list[ort.NodeArg]) -> list[Tensor]:
