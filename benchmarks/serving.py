@@ -98,6 +98,9 @@ def bench_model(model: BenchModel, args: argparse.Namespace, work: Path) -> list
     points: list[Point] = []
     pin = model.overhead_dominated and (os.cpu_count() or 1) >= 2
     with _servers(model, args.targets, work, pin) as servers:
+        for server in servers.values():  # JIT (TorchServe's Java), caches, lazy set-up
+            run_wrk(f"http://127.0.0.1:{server.http_port}/v2/models/{model.name}/infer",
+                    bodies[0], 16, args.warmup, server.pid)
         for c in args.concurrency:
             rounds: dict[str, list[LoadResult]] = {}
             for r in range(args.rounds):
@@ -188,9 +191,8 @@ def _parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args.targets = [t for t in args.targets.split(",") if t]
     if unknown := [t for t in args.targets if t not in TARGETS]:
         parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
-    transports = {TARGETS[t][1] for t in args.targets}
-    if shutil.which("wrk") is None and transports & {"json", "binary"}:
-        sys.exit("wrk is needed for the HTTP targets: apt-get install wrk")
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the HTTP targets and the warm-up: apt-get install wrk")
     for peer in {TARGETS[t][0] for t in args.targets} - {"kiln"}:
         require_peers(peer)
     return args
@@ -204,6 +206,8 @@ def main() -> None:
                         help=f"comma-separated, from: {', '.join(TARGETS)}")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per point")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of load on each server before the first point")
     parser.add_argument("--json", type=Path, help="also write the points as JSON here")
     args = _parse(parser)
     points: list[Point] = []

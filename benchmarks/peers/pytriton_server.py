@@ -46,9 +46,10 @@ ORT_TYPES: dict[str, type[np.generic]] = {
 
 
 def tensors(args: list[ort.NodeArg]) -> list[Tensor]:
-    """Triton tensor specs from ONNX ones, without the batch dimension."""
+    """Triton tensor specs from ONNX ones, without the batch dimension. Triton needs at least
+    one dimension besides the batch: a tensor of shape [batch] is served as [batch, 1]."""
     return [Tensor(name=a.name, dtype=ORT_TYPES[a.type],
-                   shape=tuple(d if isinstance(d, int) else -1 for d in a.shape[1:]))
+                   shape=tuple(d if isinstance(d, int) else -1 for d in a.shape[1:]) or (1,))
             for a in args]
 
 
@@ -58,7 +59,9 @@ def serve(args: argparse.Namespace) -> None:
 
     @batch
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(outputs, model.run(outputs, inputs), strict=True))
+        results = model.run(outputs, inputs)
+        return {name: r.reshape(len(r), -1) if r.ndim == 1 else r
+                for name, r in zip(outputs, results, strict=True)}
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port,
                           grpc_address="127.0.0.1", grpc_port=args.grpc_port,
