@@ -151,13 +151,17 @@ def _print_point(p: Point) -> None:
 
 
 def markdown(points: list[Point]) -> str:
+    # NOTE: server cores (inf/s x CPU per inference) below 1 for a pinned server means it
+    # waited: on its batcher, or, on a busy machine, for its core.
     lines = ["| model | target | c | inf/s | x in-process | p50 ms | p99 ms | "
-             "server CPU us/inf | generator cores |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "server CPU us/inf | server cores | generator cores |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         lines.append(f"| {p.model} | {p.target} | {p.concurrency} | {p.inf_per_s:,.0f} | "
                      f"{p.ratio:.3f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | "
-                     f"{p.server_us_per_inf:,.0f} | {p.generator_cores:.2f} |")
+                     f"{p.server_us_per_inf:,.0f} | "
+                     f"{p.inf_per_s * p.server_us_per_inf / 1e6:.2f} | "
+                     f"{p.generator_cores:.2f} |")
     return "\n".join(lines)
 
 
