@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import orjson
-from tests.server import KilnProcess, kiln_serve
+from tests.server import kiln_serve
 
+from benchmarks.peers.ort_session import session as ort_session
 from kiln.serve.codecs.binary import encode_tensor
 from kiln.tensors import DataType, TensorDict
 
@@ -38,19 +39,11 @@ class LoadResult:
 
 @dataclass
 class Server:
-    process: KilnProcess
+    """A server under load: its main process (whose whole tree is charged) and its ports."""
 
-    @property
-    def pid(self) -> int:
-        return self.process.process.pid
-
-    @property
-    def http_port(self) -> int:
-        return self.process.http_port
-
-    @property
-    def grpc_port(self) -> int:
-        return self.process.grpc_port
+    pid: int
+    http_port: int
+    grpc_port: int
 
 
 @contextlib.contextmanager
@@ -58,12 +51,37 @@ def kiln_server(repo: Path, *args: str, pin_cpu: int | None,
                 client: dict[str, object] | None = None) -> Iterator[Server]:
     prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
     with kiln_serve(repo, *args, command_prefix=prefix, client=client) as process:
-        yield Server(process)
+        yield Server(process.process.pid, process.http_port, process.grpc_port)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first), or [] if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (from the parent links in /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree = [pid]
+    for parent in tree:
+        tree += children.get(parent, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a process and all its live descendants, e.g. a Triton server's
+    Python process, ``tritonserver`` and the Python backend stubs."""
+    ticks = 0
+    for member in process_tree(pid):
+        if fields := _stat(member):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICKS
 
 
 def _children_cpu() -> float:
@@ -108,10 +126,10 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid
                script.name, url]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     wall = time.time() - wall
-    server_cpu = cpu_seconds(server_pid) - server_before
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
     generator_cpu = _children_cpu() - gen_before
     os.unlink(script.name)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -138,10 +156,10 @@ def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int
                f.name, str(concurrency), str(duration)]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = cpu_seconds(server_pid), _children_cpu(), time.time()
+    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     wall = time.time() - wall
-    server_cpu = cpu_seconds(server_pid) - server_before
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
     generator_cpu = _children_cpu() - gen_before
     os.unlink(f.name)
     result = orjson.loads(out)
@@ -150,14 +168,6 @@ def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int
         p99_ms=result["p99_ms"],
         server_us_per_inf=server_cpu / max(result["requests"], 1) * 1e6,
         generator_cores=generator_cpu / wall, errors=result["errors"])
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,
@@ -172,7 +182,7 @@ def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,
 def in_process(model: object, duration: float, *, batch: int, callers: int,
                threads: int) -> LoadResult:
     """``callers`` threads calling one session at ``batch`` rows for ``duration`` seconds."""
-    session = _session(model.path, threads)  # type: ignore[attr-defined]
+    session = ort_session(model.path, threads)  # type: ignore[attr-defined]
     feed = model.inputs(batch)  # type: ignore[attr-defined]
     per_thread: list[list[float]] = [[] for _ in range(callers)]
     workers = [threading.Thread(target=_loop, args=(session, feed, duration, lat))

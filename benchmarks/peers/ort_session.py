@@ -1,0 +1,22 @@
+"""The ONNX Runtime session every benchmark point uses: in-process, kiln's peers, and the
+settings kiln's own model config gives (``optimization: {intra_op_threads: N}``).
+
+Plain numpy and onnxruntime only: the peers import it in their own virtualenv and
+TorchServe's worker from the model archive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def session(path: Path | str, intra_op_threads: int) -> ort.InferenceSession:
+    """``intra_op_threads`` threads, inter-op 1, sequential, all graph optimisations, CPU."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
