@@ -18,10 +18,11 @@ log = logging.getLogger("kiln.serve.warmup")
 def warm_up(name: str, session: Session, signature: Signature,
             declared: list[WarmupConfig]) -> float | None:
     """Run the declared warm-up requests (failing the load if one fails), or generated
-    batch-1 requests of zeros (only logged if the model refuses them).
+    requests of zeros at batch 1 and at the largest batch (only logged if the model refuses
+    them).
 
-    Returns the median run time of batch-1 generated requests in microseconds (``None``
-    when warm-up was declared or failed), which tells how cheap the model is.
+    Returns the median run time of a largest-batch generated request in microseconds
+    (``None`` when warm-up was declared or failed): the longest one execution takes.
     """
     for warm in declared:
         inputs = warmup_inputs(signature, batch=warm.batch_size, fill=warm.inputs)
@@ -32,12 +33,13 @@ def warm_up(name: str, session: Session, signature: Signature,
                 raise InternalError(f"model '{name}': warm-up '{warm.name}' failed: {exc}") from exc
     if declared:
         return None
-    inputs = warmup_inputs(signature, batch=1, fill={})
     times = []
     try:
+        session.run(warmup_inputs(signature, batch=1, fill={}))
+        largest = warmup_inputs(signature, batch=max(signature.max_batch_size, 1), fill={})
         for _ in range(5):
             started = time.perf_counter()
-            session.run(inputs)
+            session.run(largest)
             times.append((time.perf_counter() - started) * 1e6)
     except Exception as exc:  # generated zeros may not suit every model
         log.warning("model %s: generated warm-up request failed (%s); declare one in its "

@@ -120,8 +120,9 @@ class OptimizationConfig(_Strict):
     #: Execution providers in order of preference, e.g. [CUDAExecutionProvider].
     execution_providers: list[str] | None = None
     allow_spinning: bool | None = None
-    #: Models whose warm-up run takes less than this run on the event loop thread, where a
-    #: thread hop would cost more than the model (0 = always use the instance threads).
+    #: Models whose largest batch runs in less than this (measured at warm-up) run on the
+    #: event loop thread: a thread hop would cost more than the model, and the loop is never
+    #: held longer than this. 0 = always run on the instance threads.
     inline_max_us: NonNegative = 300
 
 
