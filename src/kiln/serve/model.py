@@ -126,7 +126,8 @@ def session_options(config: ModelConfig) -> SessionOptions:
         inter_op_threads=opt.inter_op_threads if opt.inter_op_threads is not None else 1,
         graph_optimization=opt.graph_optimization,
         execution_providers=tuple(providers) or ("CPUExecutionProvider",),
-        allow_spinning=opt.allow_spinning if opt.allow_spinning is not None else True,
+        # NOTE: spinning intra-op threads take the cores the event loop needs under load.
+        allow_spinning=bool(opt.allow_spinning),
     )
 
 
@@ -140,7 +141,7 @@ def batching_policy(config: ModelConfig, signature: Signature, *,
         max_queue_delay_us=dyn.max_queue_delay_us,
         preferred_batch_sizes=tuple(dyn.preferred_batch_sizes),
         max_queue_size=dyn.max_queue_size
-        or max(64, 4 * max(max_batch, 1) * config.instances.count),
+        or max(64, 2 * max(max_batch, 1) * config.instances.count),
         default_timeout_us=dyn.default_timeout_us,
         priority_levels=dyn.priority_levels,
         default_priority_level=dyn.default_priority_level,

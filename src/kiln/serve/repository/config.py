@@ -78,7 +78,7 @@ class DynamicBatchingConfig(_Strict):
     #: Batch sizes to prefer when more requests wait than fit one batch.
     preferred_batch_sizes: list[Positive] = []
     #: Requests that may wait at once; beyond it they are refused at once
-    #: (0 = 4 x max_batch_size x instances, at least 64).
+    #: (0 = 2 x max_batch_size x instances, at least 64).
     max_queue_size: NonNegative = 0
     #: Queue time after which a request is refused (0 = no limit), in microseconds.
     default_timeout_us: NonNegative = 0
@@ -119,6 +119,7 @@ class OptimizationConfig(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     #: Execution providers in order of preference, e.g. [CUDAExecutionProvider].
     execution_providers: list[str] | None = None
+    #: Let idle intra-op threads spin (off by default: they would take the event loop's CPU).
     allow_spinning: bool | None = None
     #: Models whose largest batch runs in less than this (measured at warm-up) run on the
     #: event loop thread: a thread hop would cost more than the model, and the loop is never
