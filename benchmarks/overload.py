@@ -5,9 +5,10 @@
 A compute-bound MLP (1024-4096-4096-1024, ~25 M weights) is served with kiln's defaults
 (dynamic batching, bounded queue) on one core, the load generator on the other. The
 sustainable rate S is measured closed-loop first; then an open-loop generator
-(``kiln.bench``, requests due on a fixed schedule) sends 0.5 S (nominal), 4 S (overload) and 0.5 S again (recovery, in 1 s windows). Printed per
-phase: answered/refused counts, latency of answered requests, how fast refusals come back
-(timed with separate probes during the overload) and the server's RSS.
+(``kiln.bench``, requests due on a fixed schedule) sends 0.5 S (nominal), 4 S (overload)
+and 0.5 S again (recovery, in 1 s windows). Printed per phase: answered/refused counts,
+latency of answered requests, how fast refusals come back (timed with separate probes
+during the overload) and the server's RSS.
 """
 
 from __future__ import annotations
