@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": "kiln.cli.serve",
     "bench": "kiln.cli.bench",
     "convert": "kiln.cli.convert",
+    "optimize": "kiln.cli.optimize",
 }
 
 

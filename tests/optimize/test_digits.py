@@ -1,0 +1,50 @@
+"""Numerics on the digits CNN: static int8 keeps accuracy; b-bit widths trade size for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiln.bench import inputs
+from kiln.optimize import CalibrationData, QuantizeOptions, Recipe, quantize
+from kiln.optimize.api import model_signature
+
+
+def _data(cnn: Path, files: tuple[Path, Path]) -> tuple[CalibrationData, inputs.Dataset]:
+    signature = model_signature(cnn)
+    return (CalibrationData.load(str(files[0]), signature),
+            inputs.load(str(files[1]), signature, batch_size=64))
+
+
+def test_static_int8_stays_within_half_a_point_of_fp32(cnn: Path,
+                                                       digits_files: tuple[Path, Path]) -> None:
+    calibration, evaluation = _data(cnn, digits_files)
+    result = quantize(cnn, recipe=Recipe(method="static"), calibration=calibration,
+                      evaluation=evaluation, options=QuantizeOptions(speed_rounds=2))
+    report = result.report
+    assert report.metric == "accuracy" and report.eval_samples == 360
+    assert report.fp32["value"] > 0.9  # a real, trained classifier
+    assert abs(report.quantized["drop"]) <= 0.5  # percentage points
+    assert report.size_after < report.size_before / 2.5
+    assert report.quantized["accuracy"] == report.quantized["value"]
+    speed = report.speed
+    assert speed["fp32"]["batch_size"] == 32 and speed["quantized"]["rows_per_s"] > 0
+    assert "static int8 per-channel minmax" in report.markdown()
+
+
+def test_bbit_sweep_reports_every_width_per_tensor_and_per_channel(
+        cnn: Path, digits_files: tuple[Path, Path]) -> None:
+    calibration, evaluation = _data(cnn, digits_files)
+    result = quantize(cnn, recipe=Recipe(method="weight-only", bits=4), evaluation=evaluation,
+                      options=QuantizeOptions(speed_rounds=0))
+    sweep = {(p.granularity, p.bits): p for p in result.report.sweep}
+    assert set(sweep) == {(g, b) for g in ("tensor", "channel") for b in (8, 6, 4, 3, 2)}
+    fp32 = result.report.fp32["value"]
+    for granularity in ("tensor", "channel"):
+        assert abs(sweep[granularity, 8].value - fp32) <= 0.005  # 8 bits: lossless
+        sizes = [sweep[granularity, b].size_bytes for b in (8, 4, 2)]
+        assert sizes[0] > sizes[1] > sizes[2]  # fewer bits, smaller file
+        assert sweep[granularity, 2].value < sweep[granularity, 8].value
+    assert sweep["channel", 3].value >= sweep["tensor", 3].value - 0.01
+    assert result.report.size_after < result.report.size_before / 4  # 4-bit codes
+    svg = result.report.write(Path(result.report.source).parent, prefix="bbit.")[-1]
+    assert svg.name == "bbit.bbit_sweep.svg" and svg.read_text().startswith("<svg")
