@@ -33,7 +33,7 @@ def test_static_int8_stays_within_half_a_point_of_fp32(cnn: Path,
 
 def test_bbit_sweep_reports_every_width_per_tensor_and_per_channel(
         cnn: Path, digits_files: tuple[Path, Path]) -> None:
-    calibration, evaluation = _data(cnn, digits_files)
+    _, evaluation = _data(cnn, digits_files)
     result = quantize(cnn, recipe=Recipe(method="weight-only", bits=4), evaluation=evaluation,
                       options=QuantizeOptions(speed_rounds=0))
     sweep = {(p.granularity, p.bits): p for p in result.report.sweep}

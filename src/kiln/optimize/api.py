@@ -98,7 +98,8 @@ def quantize(model: Path, *, recipe: Recipe | None = None,
         fp32 = workdir / "fp32.onnx"
         fp32.write_bytes(reference.SerializeToString())
         signature = model_signature(fp32)
-        calibration, evaluation = _data(signature, calibration, evaluation)
+        calibrated = recipe is None or recipe.method in ("static", "openvino")
+        calibration, evaluation = _data(signature, calibration, evaluation, split=calibrated)
         metric = options.metric or ("accuracy" if evaluation.labels is not None else "cosine")
         evaluator = Evaluator(fp32, evaluation.requests, metric=metric,
                               labels=evaluation.labels, threads=options.threads)
@@ -160,13 +161,15 @@ def model_signature(path: Path) -> Signature:
 
 
 def _data(signature: Signature, calibration: CalibrationData | None,
-          evaluation: inputs.Dataset | None) -> tuple[CalibrationData | None, inputs.Dataset]:
-    """Calibration and held-back evaluation data: when only evaluation data is given, its
-    first rows (at most 128, at most half) calibrate and the rest evaluate."""
+          evaluation: inputs.Dataset | None, *,
+          split: bool) -> tuple[CalibrationData | None, inputs.Dataset]:
+    """Calibration and held-back evaluation data: when only evaluation data is given and
+    ``split`` (the recipe calibrates), its first requests (about 128 rows, at most half)
+    calibrate and the rest evaluate."""
     if evaluation is None:
         source = calibration or CalibrationData.generated(signature, count=16)
         return calibration, inputs.Dataset(list(source.samples), None, source.source)
-    if calibration is not None or len(evaluation.requests) < 2:
+    if calibration is not None or not split or len(evaluation.requests) < 2:
         return calibration, evaluation
     sizes = [len(next(iter(r.values()))) for r in evaluation.requests]
     wanted, head = min(128, sum(sizes) // 2), []

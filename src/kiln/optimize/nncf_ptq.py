@@ -10,8 +10,10 @@ Needs ``pip install 'kiln-ml[openvino]'``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +41,13 @@ def quantize_nncf(model: onnx.ModelProto, output: Path, recipe: Recipe,
     nncf = _nncf()
     nncf.set_log_level(logging.ERROR)
     transformer = is_transformer(model)
-    try:
-        quantized = nncf.quantize(
-            model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
-            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-            ignored_scope=nncf.IgnoredScope(names=list(recipe.exclude_nodes), validate=False))
+    try:  # NOTE: NNCF draws progress bars on stdout; keep stdout for results (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(
+                model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
+                model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                ignored_scope=nncf.IgnoredScope(names=list(recipe.exclude_nodes),
+                                                validate=False))
     except Exception as exc:  # NNCF raises many types; report them once, here
         raise QuantizationError(f"NNCF could not quantize the model: {exc}") from exc
     onnx.save(quantized, str(output))
