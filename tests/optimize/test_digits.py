@@ -46,5 +46,8 @@ def test_bbit_sweep_reports_every_width_per_tensor_and_per_channel(
         assert sweep[granularity, 2].value < sweep[granularity, 8].value
     assert sweep["channel", 3].value >= sweep["tensor", 3].value - 0.01
     assert result.report.size_after < result.report.size_before / 4  # 4-bit codes
-    svg = result.report.write(Path(result.report.source).parent, prefix="bbit.")[-1]
-    assert svg.name == "bbit.bbit_sweep.svg" and svg.read_text().startswith("<svg")
+    files = result.report.files(prefix="cnn.4bit.onnx.")
+    assert set(files) == {"cnn.4bit.onnx.report.json", "cnn.4bit.onnx.report.md",
+                          "cnn.4bit.onnx.bbit_sweep.svg"}
+    svg = files["cnn.4bit.onnx.bbit_sweep.svg"].decode()
+    assert svg.startswith("<svg") and svg.count("<path") > 20  # lines, markers, text as paths

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kiln.bench import inputs
 from kiln.optimize import graph
@@ -110,22 +110,30 @@ def quantize(model: Path, *, recipe: Recipe | None = None,
         found = _choose(candidates, build, evaluator, reference, options, workdir, progress)
         chosen = found.best
         report = OptimizeReport(
-            source=str(model), recipe=chosen.recipe.as_dict(),
-            recipe_label=chosen.recipe.describe(), backend=chosen.recipe.backend,
-            size_before=Path(model).stat().st_size, size_after=chosen.path.stat().st_size,
-            metric=metric, max_drop=options.max_drop,
-            met=found.met if options.max_drop is not None else None, message=found.message,
-            eval_samples=sum(len(next(iter(r.values()))) for r in evaluation.requests),
-            eval_source=evaluation.source,
-            calibration_source=calibration.source if calibration else None,
-            fp32=evaluator.baseline.as_dict(), quantized=chosen.quality.as_dict(),
-            fp32_nodes=list(chosen.recipe.exclude_nodes),
-            trials=[t.as_dict() for t in found.trials], ranking=found.ranking[:20],
+            **_facts(Path(model), found, options, evaluator, evaluation, calibration),
             speed=_speed(fp32, chosen, evaluation, options, progress),
-            sweep=_sweep(chosen.recipe, build, evaluator, options, workdir, progress),
-            cpu=cpu_features())
+            sweep=_sweep(chosen.recipe, build, evaluator, options, workdir, progress))
         return QuantizationResult(chosen.path.read_bytes(), chosen.recipe, chosen.recipe.backend,
                                   signature, report)
+
+
+def _facts(model: Path, found: SearchResult, options: QuantizeOptions, evaluator: Evaluator,
+           evaluation: inputs.Dataset, calibration: CalibrationData | None) -> dict[str, Any]:
+    """The report's fields about what was chosen and how it was checked."""
+    chosen = found.best
+    return {
+        "source": str(model), "recipe": chosen.recipe.as_dict(),
+        "recipe_label": chosen.recipe.describe(), "backend": chosen.recipe.backend,
+        "size_before": model.stat().st_size, "size_after": chosen.path.stat().st_size,
+        "metric": evaluator.metric, "max_drop": options.max_drop,
+        "met": found.met if options.max_drop is not None else None, "message": found.message,
+        "eval_samples": sum(len(next(iter(r.values()))) for r in evaluation.requests),
+        "eval_source": evaluation.source,
+        "calibration_source": calibration.source if calibration else None,
+        "fp32": evaluator.baseline.as_dict(), "quantized": chosen.quality.as_dict(),
+        "fp32_nodes": list(chosen.recipe.exclude_nodes),
+        "trials": [t.as_dict() for t in found.trials], "ranking": found.ranking[:20],
+        "cpu": cpu_features()}
 
 
 def auto_candidates(calibration: CalibrationData | None) -> list[Recipe]:

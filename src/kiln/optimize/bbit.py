@@ -19,6 +19,7 @@ file is small, compute stays FP32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -148,14 +149,7 @@ def _unpacking(model: onnx.ModelProto, node: WeightedNode, shape: tuple[int, ...
         return f"{name}_k_{suffix}"
 
     packed = constant("packed", pack(codes.codes, codes.bits))
-    nodes, parts = [], []
-    for i in range(8 // width):
-        left, right = constant(f"shl{i}", np.array([8 - width * (i + 1)], np.uint8)), \
-            constant(f"shr{i}", np.array([8 - width], np.uint8))
-        nodes += [helper.make_node("BitShift", [packed, left], [f"{name}_l{i}"], direction="LEFT"),
-                  helper.make_node("BitShift", [f"{name}_l{i}", right], [f"{name}_p{i}"],
-                                   direction="RIGHT")]
-        parts.append(f"{name}_p{i}")
+    nodes, parts = _shifts(name, packed, width, constant)
     count = codes.codes.size
     nodes += [
         helper.make_node("Concat", parts, [f"{name}_all"], axis=0),
@@ -179,3 +173,19 @@ def _unpacking(model: onnx.ModelProto, node: WeightedNode, shape: tuple[int, ...
     for new in nodes:
         new.name = f"{new.output[0]}_{new.op_type}"
     return nodes
+
+
+def _shifts(name: str, packed: str, width: int,
+            constant: Callable[[str, np.ndarray], str]) -> tuple[list[onnx.NodeProto], list[str]]:
+    """BitShift pairs that cut each ``width``-bit chunk out of the packed bytes."""
+    from onnx import helper
+
+    nodes, parts = [], []
+    for i in range(8 // width):
+        left = constant(f"shl{i}", np.array([8 - width * (i + 1)], np.uint8))
+        right = constant(f"shr{i}", np.array([8 - width], np.uint8))
+        nodes += [helper.make_node("BitShift", [packed, left], [f"{name}_l{i}"], direction="LEFT"),
+                  helper.make_node("BitShift", [f"{name}_l{i}", right], [f"{name}_p{i}"],
+                                   direction="RIGHT")]
+        parts.append(f"{name}_p{i}")
+    return nodes, parts

@@ -13,18 +13,13 @@ measured quality and speed, and the CPU it was measured on::
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln import __version__
 from kiln.convert.manifest import FORMAT, MANIFEST_NAME, _spec, manifest_json, write_atomic
-from kiln.convert.repository import MODEL_FILE, build_config, config_yaml
-from kiln.errors import InvalidArgument
-from kiln.serve.repository.autocomplete import served_signature
-from kiln.serve.repository.layout import ModelRepository, check_model_name
+from kiln.convert.repository import MODEL_FILE, build_config, publish_version
 
 if TYPE_CHECKING:
     from kiln.optimize.api import QuantizationResult
@@ -64,40 +59,22 @@ def write_file(result: QuantizationResult, path: Path) -> Path:
     write_atomic(path, result.model_bytes)
     write_atomic(path.with_name(path.name + ".manifest.json"),
                  manifest_json(build_manifest(result, file_name=path.name)))
-    result.report.write(path.parent, prefix=f"{path.name}.")
+    for name, data in result.report.files(prefix=f"{path.name}.").items():
+        write_atomic(path.parent / name, data)
     return path
 
 
 def write_version(result: QuantizationResult, repository: Path, *, name: str, version: int,
                   overwrite: bool) -> Path:
-    """One repository version, assembled in a staging folder and renamed into place."""
-    check_model_name(name)
-    if version < 1:
-        raise InvalidArgument(f"version {version} is not a positive integer")
-    model_dir = repository / name
-    final = model_dir / str(version)
-    if final.exists() and not overwrite:
-        raise InvalidArgument(f"'{final}' already exists; choose another version or overwrite")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    existing = ModelRepository([repository]).find(name)
-    if existing.config_path is not None:
-        served_signature(name, existing.config, result.signature)
+    """One repository version (model, manifest, report) and, when the model has none, a
+    ``config.yaml`` naming the backend that runs it best."""
+    config = build_config(result.signature, name=name, max_batch_size=None)
+    config = config.model_copy(update={"backend": result.backend})
     manifest = build_manifest(result, file_name=MODEL_FILE, name=name, version=version)
-    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
-    try:
-        (staging / MODEL_FILE).write_bytes(result.model_bytes)
-        (staging / MANIFEST_NAME).write_bytes(manifest_json(manifest))
-        result.report.write(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if existing.config_path is None:
-        config = build_config(result.signature, name=name, max_batch_size=None)
-        config = config.model_copy(update={"backend": result.backend})
-        write_atomic(model_dir / "config.yaml", config_yaml(config))
-    return final
+    files = {MODEL_FILE: result.model_bytes, MANIFEST_NAME: manifest_json(manifest),
+             **result.report.files()}
+    return publish_version(repository, name=name, version=version, signature=result.signature,
+                           config=config, files=files, overwrite=overwrite)
 
 
 def _sha256(path: Path) -> str | None:

@@ -96,16 +96,13 @@ class OptimizeReport(BaseModel):
                       f"{p.value:.5g} | {p.drop:.4g} |" for p in self.sweep]
         return "\n".join(lines) + "\n"
 
-    def write(self, folder: Path, *, prefix: str = "") -> list[Path]:
-        """``report.json``, ``report.md`` and the sweep plot into ``folder``."""
-        written = [folder / f"{prefix}report.json", folder / f"{prefix}report.md"]
-        written[0].write_text(self.model_dump_json(indent=2) + "\n")
-        written[1].write_text(self.markdown())
+    def files(self, *, prefix: str = "") -> dict[str, bytes]:
+        """``report.json``, ``report.md`` and, after a sweep, ``bbit_sweep.svg``, by name."""
+        files = {f"{prefix}report.json": (self.model_dump_json(indent=2) + "\n").encode(),
+                 f"{prefix}report.md": self.markdown().encode()}
         if self.sweep:
-            plot = folder / f"{prefix}bbit_sweep.svg"
-            plot.write_text(sweep_plot(self))
-            written.append(plot)
-        return written
+            files[f"{prefix}bbit_sweep.svg"] = sweep_plot(self).encode()
+        return files
 
 
 def _value(quality: dict[str, Any]) -> str:
