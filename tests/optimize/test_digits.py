@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kiln.bench import inputs
 from kiln.optimize import CalibrationData, QuantizeOptions, Recipe, quantize
 from kiln.optimize.api import model_signature
@@ -15,10 +17,12 @@ def _data(cnn: Path, files: tuple[Path, Path]) -> tuple[CalibrationData, inputs.
             inputs.load(str(files[1]), signature, batch_size=64))
 
 
-def test_static_int8_stays_within_half_a_point_of_fp32(cnn: Path,
-                                                       digits_files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_static_int8_stays_within_half_a_point_of_fp32(cnn: Path, digits_files: tuple[Path, Path],
+                                                       method: str) -> None:
     calibration, evaluation = _data(cnn, digits_files)
-    result = quantize(cnn, recipe=Recipe(method="static"), calibration=calibration,
+    result = quantize(cnn, recipe=Recipe(method="static", calibration=method),
+                      calibration=calibration,
                       evaluation=evaluation, options=QuantizeOptions(speed_rounds=2))
     report = result.report
     assert report.metric == "accuracy" and report.eval_samples == 360
@@ -28,7 +32,7 @@ def test_static_int8_stays_within_half_a_point_of_fp32(cnn: Path,
     assert report.quantized["accuracy"] == report.quantized["value"]
     speed = report.speed
     assert speed["fp32"]["batch_size"] == 32 and speed["quantized"]["rows_per_s"] > 0
-    assert "static int8 per-channel minmax" in report.markdown()
+    assert f"static int8 per-channel {method}" in report.markdown()
 
 
 def test_bbit_sweep_reports_every_width_per_tensor_and_per_channel(

@@ -21,7 +21,8 @@ from tests.sentences import sentences
 from tests.server import kiln_serve
 
 
-def test_automatic_int8_keeps_mean_cosine_above_0995(minilm_int8: Any) -> None:
+def test_automatic_int8_keeps_mean_cosine_above_0995(minilm_int8: Any, minilm: Path) -> None:
+    assert minilm_int8.signature == model_signature(minilm)  # same inputs and outputs
     report = minilm_int8.report
     assert report.recipe["method"] == "openvino" and report.backend == "openvino"
     assert report.met is True and len(report.trials) == 1  # no hand-picked exclusions

@@ -9,7 +9,9 @@ MiniLM's mean cosine from 0.99 to 0.92) and SmoothQuant at alpha 0.95 on transfo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,8 +89,9 @@ def _nodes_to_quantize(model: onnx.ModelProto, ops: tuple[str, ...], recipe: Rec
 def _run(call: object) -> None:
     """Run one ONNX Runtime quantizer call, translating its failures once."""
     logging.disable(logging.WARNING)  # ORT logs "consider pre-processing" advice on root
-    try:
-        call()  # type: ignore[operator]
+    try:  # NOTE: ORT's histogram calibrators print on stdout; keep stdout for results (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            call()  # type: ignore[operator]
     except KilnError:
         raise
     except ValueError as exc:

@@ -1,8 +1,10 @@
 """OpenVINO backend: runs ``model.onnx`` (or an OpenVINO IR ``model.xml``) on the CPU.
 
 OpenVINO is the fastest int8 engine on Intel/AMD AVX-512 VNNI CPUs; choose it per model in
-its ``config.yaml`` (``backend: openvino``). The session compiles the model once and keeps one
-infer request per calling thread, so concurrent ``run`` calls are safe. Inference precision is
+its ``config.yaml`` (``backend: openvino``). The session compiles the model once (one stream,
+``intra_op_threads`` threads) and keeps one infer request per calling thread, so concurrent
+``run`` calls are safe; they take turns on the stream, and the dynamic batcher is what merges
+concurrent requests into one execution. Inference precision is
 FP32 (``INFERENCE_PRECISION_HINT=f32``), so an FP32 model gives ONNX Runtime's results and an
 int8 model runs its int8 kernels. Needs ``pip install 'kiln-ml[openvino]'``.
 """
