@@ -46,7 +46,8 @@ def test_closed_loop_for_a_duration() -> None:
     assert point.sent == point.ok > 0 and not point.errors
     assert point.client.cores >= 0 and point.client.us_per_request > 0
     assert point.client.saturated is False
-    assert point.machine_cores is not None and point.machine_cores > 0  # this test, at least
+    # /proc/stat counts in 10 ms ticks: over 0.3 s of mostly sleeping it may read 0.
+    assert point.machine_cores is not None and point.machine_cores >= 0
     assert point.server_cores is None  # no server pid given
     _ordered(point)
 

@@ -17,6 +17,7 @@ COMMANDS = {
     "keys": "kiln.cli.keys",
     "keygen": "kiln.cli.keygen",
     "encrypt": "kiln.cli.encrypt",
+    "optimize": "kiln.cli.optimize",
 }
 
 

@@ -35,6 +35,18 @@ MODEL_FILE = "model.onnx"
 def write_version(result: ConversionResult, repository: Path, *, name: str, version: int,
                   max_batch_size: int | None, overwrite: bool) -> Path:
     """Write one model version (and the model's config if it has none); returns its folder."""
+    config = build_config(result.signature, name=name, max_batch_size=max_batch_size)
+    data = result.model_bytes()
+    manifest = build_manifest(result, files={MODEL_FILE: data}, name=name, version=version)
+    return publish_version(repository, name=name, version=version, signature=result.signature,
+                           config=config, files={MODEL_FILE: data, MANIFEST_NAME:
+                                                 manifest_json(manifest)}, overwrite=overwrite)
+
+
+def publish_version(repository: Path, *, name: str, version: int, signature: Signature,
+                    config: ModelConfig, files: dict[str, bytes], overwrite: bool) -> Path:
+    """Stage ``files`` in a hidden folder and rename it to ``repository/name/version``; write
+    ``config`` unless the model has a config already (which must fit ``signature``)."""
     check_model_name(name)
     if version < 1:
         raise InvalidArgument(f"version {version} is not a positive integer")
@@ -42,17 +54,14 @@ def write_version(result: ConversionResult, repository: Path, *, name: str, vers
     final = model_dir / str(version)
     if final.exists() and not overwrite:
         raise ConversionError(f"'{final}' already exists; choose another version or overwrite")
-    config = build_config(result.signature, name=name, max_batch_size=max_batch_size)
     model_dir.mkdir(parents=True, exist_ok=True)
     existing = ModelRepository([repository]).find(name)
     if existing.config_path is not None:
-        served_signature(name, existing.config, result.signature)
-    data = result.model_bytes()
-    manifest = build_manifest(result, files={MODEL_FILE: data}, name=name, version=version)
+        served_signature(name, existing.config, signature)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
     try:
-        (staging / MODEL_FILE).write_bytes(data)
-        (staging / MANIFEST_NAME).write_bytes(manifest_json(manifest))
+        for file_name, data in files.items():
+            (staging / file_name).write_bytes(data)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

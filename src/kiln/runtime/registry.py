@@ -17,6 +17,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "kiln.runtime.onnx:OnnxRuntimeBackend",
     "onnxruntime_onnx": "kiln.runtime.onnx:OnnxRuntimeBackend",
     "onnx": "kiln.runtime.onnx:OnnxRuntimeBackend",
+    "openvino": "kiln.runtime.openvino:OpenVinoBackend",
 }
 
 

@@ -1,0 +1,69 @@
+"""Looking inside a model while it runs: any intermediate tensor exposed as an extra output.
+
+SmoothQuant needs the activations that enter each MatMul; the accuracy-aware search needs
+every quantized node's output in the FP32 and the quantized model, to rank the nodes by the
+error they add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kiln.tensors import TensorDict
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def exposing(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """``model`` serialized with ``names`` added to its outputs (types left to the runtime)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in present:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+    return bytes(copy.SerializeToString())
+
+
+def session(model: bytes | str, *, threads: int = 1) -> object:
+    """A plain ONNX Runtime session (intra-op ``threads``, no spinning) for measuring."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def collect(model: onnx.ModelProto, names: Sequence[str], samples: Iterable[TensorDict],
+            reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+            combine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+            ) -> dict[str, list[np.ndarray] | np.ndarray]:
+    """Run ``model`` on each sample and gather the tensors ``names``.
+
+    Without ``reduce``, each name maps to the list of its values (one per sample); with
+    ``reduce`` and ``combine``, to one array folded over the samples (e.g. a running max).
+    """
+    runner = session(exposing(model, names))
+    feeds = {i.name for i in runner.get_inputs()}  # type: ignore[attr-defined]
+    gathered: dict[str, list[np.ndarray] | np.ndarray] = {}
+    for sample in samples:
+        values = runner.run(list(names), {k: v for k, v in sample.items()  # type: ignore[attr-defined]
+                                          if k in feeds})
+        for name, value in zip(names, values, strict=True):
+            if reduce is None:
+                gathered.setdefault(name, []).append(value)  # type: ignore[union-attr]
+            else:
+                folded = reduce(value)
+                previous = gathered.get(name)
+                gathered[name] = folded if previous is None or combine is None else combine(
+                    previous, folded)  # type: ignore[arg-type]
+    return gathered
