@@ -124,13 +124,7 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid
         script.write("\n".join(lua) + "\n")
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s",
                script.name, url]
-    if pin_cpu is not None:
-        command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    wall = time.time() - wall
-    server_cpu = tree_cpu_seconds(server_pid) - server_before
-    generator_cpu = _children_cpu() - gen_before
+    out, server_cpu, generator_cores = _measured_run(command, server_pid, pin_cpu)
     os.unlink(script.name)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
@@ -139,7 +133,20 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, server_pid
         inf_per_s=requests / seconds,
         p50_ms=_wrk_ms(out, "50%"), p99_ms=_wrk_ms(out, "99%"),
         server_us_per_inf=server_cpu / max(requests, 1) * 1e6,
-        generator_cores=generator_cpu / wall, errors=errors)
+        generator_cores=generator_cores, errors=errors)
+
+
+def _measured_run(command: list[str], server_pid: int,
+                  pin_cpu: int | None) -> tuple[str, float, float]:
+    """Run a load generator; returns its output, the server tree's CPU seconds meanwhile and
+    the generator's cores."""
+    if pin_cpu is not None:
+        command = ["taskset", "-c", str(pin_cpu), *command]
+    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.time() - wall
+    return (out, tree_cpu_seconds(server_pid) - server_before,
+            (_children_cpu() - gen_before) / wall)
 
 
 def _wrk_ms(out: str, label: str) -> float:
@@ -154,20 +161,14 @@ def run_grpc_load(address: str, model: str, inputs: TensorDict, concurrency: int
         np.savez(f, **inputs)
     command = [sys.executable, str(Path(__file__).with_name("grpc_load.py")), address, model,
                f.name, str(concurrency), str(duration)]
-    if pin_cpu is not None:
-        command = ["taskset", "-c", str(pin_cpu), *command]
-    server_before, gen_before, wall = tree_cpu_seconds(server_pid), _children_cpu(), time.time()
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    wall = time.time() - wall
-    server_cpu = tree_cpu_seconds(server_pid) - server_before
-    generator_cpu = _children_cpu() - gen_before
+    out, server_cpu, generator_cores = _measured_run(command, server_pid, pin_cpu)
     os.unlink(f.name)
     result = orjson.loads(out)
     return LoadResult(
         inf_per_s=result["requests"] / result["seconds"], p50_ms=result["p50_ms"],
         p99_ms=result["p99_ms"],
         server_us_per_inf=server_cpu / max(result["requests"], 1) * 1e6,
-        generator_cores=generator_cpu / wall, errors=result["errors"])
+        generator_cores=generator_cores, errors=result["errors"])
 
 
 def _loop(session: ort.InferenceSession, feed: TensorDict, duration: float,

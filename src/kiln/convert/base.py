@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from kiln.errors import InvalidArgument, KilnError, Unimplemented
+from kiln.runtime.registry import import_entry
 from kiln.tensors import TensorDict, TensorSpec
 
 if TYPE_CHECKING:
@@ -113,8 +114,7 @@ def get_converter(framework: str) -> FrameworkConverter:
         raise InvalidArgument(
             f"unknown framework '{framework}'; kiln converts {', '.join(CONVERTERS)}"
         ) from None
-    module_name, _, attribute = target.partition(":")
-    converter: FrameworkConverter = getattr(importlib.import_module(module_name), attribute)()
+    converter: FrameworkConverter = import_entry(target)()
     return converter
 
 

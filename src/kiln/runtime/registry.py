@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from typing import Any
 
 from kiln.errors import ConfigError
 from kiln.runtime.base import Backend
@@ -30,6 +31,11 @@ def get_backend(name: str) -> Backend:
         raise ConfigError(
             f"unknown backend '{name}'; kiln knows {', '.join(sorted(set(BACKENDS)))}"
         ) from None
-    module_name, _, attribute = target.partition(":")
-    backend: Backend = getattr(importlib.import_module(module_name), attribute)()
+    backend: Backend = import_entry(target)()
     return backend
+
+
+def import_entry(target: str) -> Any:
+    """The attribute named by a ``"module:attribute"`` table entry, imported on first use."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
