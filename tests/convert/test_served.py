@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import tritonclient.http as httpclient
 
@@ -145,3 +146,26 @@ def test_manifest_records_sha256_and_provenance(convert_repo: Path, keras_conver
             "examples", "generated batch 1", "generated batch 2", "generated batch 16"]
     assert keras_converted["path"].endswith("keras_digits/1/model.onnx")
     assert keras_converted["parity"]["outputs"]["probabilities"]["max_abs_error"] < 1e-5
+
+
+def test_keras_model_answers_tf_serving_predict_in_both_formats(
+        converted_server: KilnProcess, keras_file: Any, digits: Any) -> None:
+    """The brief's example end to end: a Keras [None, 784] float32 model, converted by
+    ``kiln convert`` and called through TF Serving's REST ``:predict``, row and columnar."""
+    _, expected = keras_file
+    x = to_784(digits[1])[:5]
+    url = f"{converted_server.base}/v1/models/keras_digits:predict"
+    rows = httpx.post(url, json={"signature_name": "serving_default",
+                                 "instances": x.tolist()})
+    assert rows.status_code == 200, rows.text
+    np.testing.assert_allclose(rows.json()["predictions"], expected[:5], atol=1e-5)
+    columns = httpx.post(url, json={"inputs": {"pixels": x.tolist()}})
+    assert columns.status_code == 200, columns.text
+    np.testing.assert_allclose(columns.json()["outputs"], expected[:5], atol=1e-5)
+    status = httpx.get(f"{converted_server.base}/v1/models/keras_digits").json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    metadata = httpx.get(f"{converted_server.base}/v1/models/keras_digits/metadata").json()
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    pixels = signature["inputs"]["pixels"]
+    assert pixels["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in pixels["tensor_shape"]["dim"]] == ["-1", "784"]
