@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,8 @@ class ModelVersion:
         #: How long loading (and warming up) took, in seconds.
         self.load_s = load_s
         self._executor = ThreadPoolExecutor(
-            max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}"
+            max_workers=config.instances.count, thread_name_prefix=f"kiln-{name}-{version}",
+            initializer=_yield_to_event_loop,
         )
         self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
                                       batching_policy(config, signature, inline=inline),
@@ -129,6 +131,16 @@ def session_options(config: ModelConfig) -> SessionOptions:
         # NOTE: spinning intra-op threads take the cores the event loop needs under load.
         allow_spinning=bool(opt.allow_spinning),
     )
+
+
+#: Niceness added to the threads that run models: when model and event loop share a core,
+#: the loop (reading requests, refusing them when the queue is full) goes first.
+MODEL_THREAD_NICENESS = 5
+
+
+def _yield_to_event_loop() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Linux: niceness is per thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_THREAD_NICENESS)
 
 
 def batching_policy(config: ModelConfig, signature: Signature, *,
