@@ -8,7 +8,7 @@ Every error kiln raises on purpose is a ``KilnError`` carrying a transport-neutr
      ├── InvalidArgument     bad request data: 400 / INVALID_ARGUMENT
      ├── NotFound            unknown model, version or tensor: 404 / NOT_FOUND
      ├── Unavailable         not ready, shutting down, timed out: 503 / UNAVAILABLE
-     ├── Overloaded          the model's queue is full: 503 / RESOURCE_EXHAUSTED
+     ├── Overloaded          the model's queue is full: 503 + Retry-After / UNAVAILABLE
      ├── ResourceExhausted   a size limit was exceeded: 413 / RESOURCE_EXHAUSTED
      ├── Unauthenticated     missing or invalid credentials: 401 / UNAUTHENTICATED
      ├── PermissionDenied    credentials lack the scope: 403 / PERMISSION_DENIED

@@ -10,7 +10,9 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.models import add_sub_model, save
 from tests.server import KilnProcess, kiln_serve
@@ -88,7 +90,23 @@ def test_full_queue_answers_503_at_once(server: KilnProcess) -> None:
         assert refused.status_code == 503
         assert "full" in refused.json()["error"] and refused.headers["retry-after"] == "1"
         assert elapsed < 1.5  # well before the 3 s queue delay lets the waiting ones go
+        _assert_grpc_refused(server, a)
         assert [w.result().status_code for w in waiting] == [200, 200]
+
+
+def _assert_grpc_refused(server: KilnProcess, a: np.ndarray) -> None:
+    """Over gRPC a full queue is UNAVAILABLE (Triton's code for it), also at once."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    inputs = [grpcclient.InferInput(name, list(a.shape), "FP32") for name in ("INPUT0", "INPUT1")]
+    for i in inputs:
+        i.set_data_from_numpy(a)
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("tiny_queue", inputs, client_timeout=30)
+    assert time.monotonic() - started < 1.5
+    assert refused.value.status() == "StatusCode.UNAVAILABLE"
+    assert "full" in refused.value.message()
+    client.close()
 
 
 def test_request_timeout_parameter(server: KilnProcess) -> None:
