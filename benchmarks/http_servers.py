@@ -20,7 +20,13 @@ import uvicorn
 
 from kiln.errors import KilnError
 from kiln.serve.codecs.v2_json import encode_error
-from kiln.serve.protocols.http import Request, Route, read_body
+from kiln.serve.protocols.http import (
+    Request,
+    Route,
+    check_declared_size,
+    decode_body,
+    receive_body,
+)
 from kiln.serve.protocols.http_app import HttpApp, error_response
 
 Runner = Callable[[Any, str, int, asyncio.Event], Awaitable[None]]
@@ -164,7 +170,10 @@ def _starlette_endpoint(r: Route, limit: int) -> Callable[[Any], Awaitable[Any]]
     async def endpoint(request: Any) -> Any:
         headers = dict(request.headers.raw)
         try:
-            body = await read_body(request.receive, headers, limit) if r.reads_body else b""
+            body = b""
+            if r.reads_body:
+                check_declared_size(headers, limit)
+                body = decode_body(await receive_body(request.receive, limit), headers, limit)
             response = await r.handler(Request(r.method, request.url.path, headers,
                                                request.path_params, body))
         except KilnError as exc:

@@ -20,7 +20,7 @@ from kiln.serve.metrics import build_registry
 from kiln.serve.poller import RepositoryPoller
 from kiln.serve.protocols.grpc_auth import AccessInterceptor
 from kiln.serve.protocols.http_app import HttpApp
-from kiln.serve.protocols.http_limits import limited_protocol
+from kiln.serve.protocols.http_server import http_connection
 from kiln.serve.protocols.observability_http import logging_routes, metrics_routes
 from kiln.serve.protocols.repository_http import repository_routes
 from kiln.serve.protocols.tfserving_http import tfserving_routes
@@ -137,8 +137,8 @@ class KilnServer:
         ssl = self._ssl if tls else None
         config = uvicorn.Config(
             app, host=host, port=port, loop="none",
-            http=limited_protocol(header_timeout_s=s.http_header_timeout_s,
-                                  body_timeout_s=s.http_body_timeout_s),
+            http=http_connection(header_timeout_s=s.http_header_timeout_s,
+                                body_timeout_s=s.http_body_timeout_s),
             lifespan="off", access_log=False, log_config=None, server_header=False,
             date_header=False, timeout_keep_alive=30, limit_concurrency=max_connections,
             timeout_graceful_shutdown=max(s.exit_timeout_secs, 1),

@@ -1,9 +1,9 @@
-"""A minimal ASGI layer: request reading with limits, responses, and a visible route table.
+"""Requests, responses, a visible route table, and request bodies read within limits.
 
-kiln's HTTP path is written against raw ASGI rather than a web framework because the
-per-request cost of routing, validation and middleware in frameworks is most of a small
-model's serving time (see ``benchmarks/``); this module keeps the plumbing to what the
-protocols need.
+kiln's HTTP path is its own rather than a web framework's because the per-request cost of
+routing, validation and middleware in frameworks is most of a small model's serving time
+(see ``benchmarks/``); this module keeps the plumbing to what the protocols need, for
+kiln's own connection (``http_server``) and for ASGI servers alike.
 """
 
 from __future__ import annotations
@@ -96,14 +96,18 @@ class Router:
         return None, {}, any(r.pattern.match(path) for r in self.routes)
 
 
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The request body, decompressed if gzip/deflate, refused past ``limit`` bytes either way."""
+def check_declared_size(headers: dict[bytes, bytes], limit: int) -> None:
+    """Refuses a body whose declared Content-Length is past ``limit`` before it is read."""
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ResourceExhausted(
             f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
             "(--http-max-input-size)"
         )
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """An ASGI request's body as sent, refused past ``limit`` bytes."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -117,12 +121,18 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             )
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = headers.get(b"content-encoding", b"identity").lower()
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def decode_body(body: bytes, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The body decompressed if gzip/deflate, refused past ``limit`` bytes once inflated."""
+    encoding = headers.get(b"content-encoding")
+    if encoding is None:
+        return body
+    encoding = encoding.lower()
     if encoding in (b"gzip", b"deflate"):
-        body = _decompress(body, encoding, limit)
-    elif encoding != b"identity":
+        return _decompress(body, encoding, limit)
+    if encoding != b"identity":
         raise InvalidArgument(f"unsupported Content-Encoding '{encoding.decode(errors='replace')}'")
     return body
 

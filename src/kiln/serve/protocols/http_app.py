@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kiln.errors import ErrorKind, KilnError
 from kiln.serve.auth import AccessControl, check_groups
@@ -17,7 +18,9 @@ from kiln.serve.protocols.http import (
     Router,
     Scope,
     Send,
-    read_body,
+    check_declared_size,
+    decode_body,
+    receive_body,
     send_response,
 )
 from kiln.serve.requestlog import RequestIds, RequestObserver, usable_id
@@ -47,9 +50,20 @@ def error_response(exc: KilnError) -> Response:
     return Response(HTTP_STATUS[exc.kind], encode_error(exc.message), headers=headers)
 
 
+@dataclass(slots=True)
+class Admitted:
+    """A request whose head was accepted: its route, waiting for its body."""
+
+    route: Route
+    request: Request
+
+
 class HttpApp:
     """Dispatches HTTP requests to routes; every failure becomes ``{"error": ...}``.
 
+    A request is decided in two steps, so a server can refuse it before reading its body:
+    ``admit`` (route, access, declared size) and ``answer`` (body decoding and the handler).
+    ``HttpConnection`` calls them directly; ``__call__`` offers the same as an ASGI app.
     Every response carries the request's id in ``x-request-id`` (the caller's, when it sent a
     usable one); ``observer`` logs and traces requests (none: only failures are logged).
     ``access`` (``None``: authentication off) is asked about every route before its body is
@@ -65,44 +79,71 @@ class HttpApp:
         self.observer = observer or RequestObserver()
         self.ids = RequestIds()
 
+    def admit(self, method: str, path: str, headers: dict[bytes, bytes],
+              client: str | None) -> Admitted | Response:
+        """The route for a request head, or the final answer (404, 405, 401, 403, 413)."""
+        route, params, path_exists = self.router.match(method, path)
+        if route is None:
+            status = 405 if path_exists else 404
+            message = (f"method {method} is not allowed on {path}" if path_exists
+                       else f"no endpoint at {path}")
+            return Response(status, encode_error(message))
+        request = Request(method, path, headers, params, id=usable_id(headers.get(_ID_HEADER)),
+                          client=client, record=self.observer.begin())
+        try:
+            if self.access is not None:
+                self.access.check(route.group, headers.get(b"authorization"),
+                                  params.get("model"))
+            if route.reads_body:
+                check_declared_size(headers, self.max_request_bytes)
+        except Exception as exc:
+            return self._finish(request, None, exc)
+        return Admitted(route, request)
+
+    async def answer(self, admitted: Admitted, body: bytes) -> Response:
+        """The response to an admitted request, given its body as received."""
+        request = admitted.request
+        try:
+            if admitted.route.reads_body:
+                request.body = decode_body(body, request.headers, self.max_request_bytes)
+            response = await admitted.route.handler(request)
+        except Exception as exc:
+            return self._finish(request, None, exc)
+        return self._finish(request, response, None)
+
+    def _finish(self, request: Request, response: Response | None,
+                error: BaseException | None) -> Response:
+        request.id = request.id or self.ids.new()
+        if error is not None:
+            response = _error_response(error, request.method, request.path, request.id)
+        assert response is not None
+        response.headers.append((_ID_HEADER, request.id.encode()))
+        if request.record is not None or error is not None:
+            self.observer.finish(request.record, request_id=request.id, protocol="http",
+                                 method=request.method, path=request.path,
+                                 status=response.status, error=error)
+        return response
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        method, path = scope["method"], scope["path"]
-        route, params, path_exists = self.router.match(method, path)
-        if route is None:
-            status = 405 if path_exists else 404
-            message = (f"method {method} is not allowed on {path}" if path_exists
-                       else f"no endpoint at {path}")
-            await send_response(send, Response(status, encode_error(message)))
-            return
-        headers = dict(scope["headers"])
         client = scope.get("client")
-        request = Request(method, path, headers, params, id=usable_id(headers.get(_ID_HEADER)),
-                          client=client[0] if client else None, record=self.observer.begin())
-        error: BaseException | None = None
-        try:
-            if self.access is not None:
-                self.access.check(route.group, headers.get(b"authorization"),
-                                  params.get("model"))
-            if route.reads_body:
-                request.body = await read_body(receive, headers, self.max_request_bytes)
-            response = await route.handler(request)
-        except ClientDisconnected:
-            return
-        except Exception as exc:
-            error = exc
-        request.id = request.id or self.ids.new()
-        if error is not None:
-            response = _error_response(error, method, path, request.id)
-        response.headers.append((_ID_HEADER, request.id.encode()))
-        if request.record is not None or error is not None:
-            self.observer.finish(request.record, request_id=request.id, protocol="http",
-                                 method=method, path=path, status=response.status, error=error)
-        await send_response(send, response)
+        step = self.admit(scope["method"], scope["path"], dict(scope["headers"]),
+                          client[0] if client else None)
+        if isinstance(step, Admitted):
+            try:
+                body = (await receive_body(receive, self.max_request_bytes)
+                        if step.route.reads_body else b"")
+            except ClientDisconnected:
+                return
+            except Exception as exc:
+                step = self._finish(step.request, None, exc)
+            else:
+                step = await self.answer(step, body)
+        await send_response(send, step)
 
 
 _ID_HEADER = b"x-request-id"
