@@ -148,7 +148,9 @@ def build_repository(repo: Path, sizes: tuple[int, ...], kind: str) -> list[Serv
     """``mlp`` (config.pbtxt, KIND_<kind>) and ``digits`` (config.yaml, kind: <kind>)."""
     pbtxt = (f"instance_group [{{ kind: KIND_{kind.upper()}, count: 1 }}]\n"
              "dynamic_batching { }\n")
-    mlp = save(mlp_model(sizes), repo, "mlp", config=pbtxt, config_name="config.pbtxt")
+    model = mlp_model(sizes)
+    model.ir_version = min(model.ir_version, 10)  # a newer onnx writes IRs older runtimes refuse
+    mlp = save(model, repo, "mlp", config=pbtxt, config_name="config.pbtxt")
     digits = repo / "digits" / "1" / "model.onnx"
     digits.parent.mkdir(parents=True)
     shutil.copyfile(Path(kiln.__file__).parent / "examples" / "model_repository" / "digits"
