@@ -44,6 +44,7 @@ class Server:
     pid: int
     http_port: int
     grpc_port: int
+    metrics_port: int | None = None
 
 
 @contextlib.contextmanager
@@ -51,7 +52,8 @@ def kiln_server(repo: Path, *args: str, pin_cpu: int | None,
                 client: dict[str, object] | None = None) -> Iterator[Server]:
     prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
     with kiln_serve(repo, *args, command_prefix=prefix, client=client) as process:
-        yield Server(process.process.pid, process.http_port, process.grpc_port)
+        yield Server(process.process.pid, process.http_port, process.grpc_port,
+                     process.metrics_port)
 
 
 def _stat(pid: int | str) -> list[str]:

@@ -1,18 +1,21 @@
 """Overload: what kiln does at 4x the rate it can sustain, and how it recovers.
 
-    python benchmarks/overload.py
+    python benchmarks/overload.py [--max-queue-wait-us 10000]
 
 A compute-bound MLP (1024-4096-4096-1024, ~25 M weights) is served with kiln's defaults
-(dynamic batching, bounded queue) on one core, the load generator on the other. The
-sustainable rate S is measured closed-loop first; then an open-loop generator
-(``kiln.bench``, requests due on a fixed schedule) sends 0.5 S (nominal), 4 S (overload)
-and 0.5 S again (recovery, in 1 s windows). Printed per phase: answered/refused counts,
-latency of answered requests, how fast refusals come back (timed with separate probes
-during the overload) and the server's RSS.
+(dynamic batching, a queue bounded by count and by expected wait) on one core, the load
+generator on the other. The sustainable rate S is measured closed-loop first; then an
+open-loop generator (``kiln.bench``, requests due on a fixed schedule) sends 0.5 S
+(nominal), 4 S (overload) and 0.5 S again (recovery, in 1 s windows). Printed per phase:
+answered/refused counts, latency of answered requests, how fast refusals come back (timed
+with separate probes during the overload), the server's RSS, and the server's own view of
+the answered requests (duration and queue-time histograms from its metrics port, free of
+the load generator's lag).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -22,12 +25,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.models import mlp_model, save
 
-from benchmarks.common import kiln_server, v2_bodies
+from benchmarks.common import Server, kiln_server, v2_bodies
 from kiln.bench import BenchOptions, run
 
 SIZES = (1024, 4096, 4096, 1024)
@@ -60,6 +64,33 @@ def probe_refusals(url: str, body: bytes, header: int, stop: threading.Event,
             time.sleep(0.02)
 
 
+def histograms(server: Server) -> dict[str, dict[float, float]]:
+    """The model's cumulative request and queue duration buckets (le seconds -> count), read
+    from kiln's metrics port: the server's own view, without the load generator's lag."""
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    out: dict[str, dict[float, float]] = {"request": {}, "queue": {}}
+    for family in text_string_to_metric_families(text):
+        for kind in out:
+            if family.name == f"kiln_inference_{kind}_duration_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket") and sample.labels["model"] == "mlp":
+                        out[kind][float(sample.labels["le"])] = sample.value
+    return out
+
+
+def server_side(before: dict[str, dict[float, float]],
+                after: dict[str, dict[float, float]]) -> str:
+    """p50 / p99 of the requests answered between two readings, as histogram bucket bounds."""
+    parts = []
+    for kind, buckets in after.items():
+        counts = sorted((le, n - before[kind].get(le, 0)) for le, n in buckets.items())
+        total = counts[-1][1] if counts else 0
+        bound = {q: next((le for le, n in counts if n >= q * total), float("inf"))
+                 for q in (0.5, 0.99)}
+        parts.append(f"{kind} p50 <= {bound[0.5] * 1e3:g} ms, p99 <= {bound[0.99] * 1e3:g} ms")
+    return "  in the server: " + "; ".join(parts)
+
+
 def describe(name: str, p: object, rss: float) -> None:
     lat = p.latency_ms  # type: ignore[attr-defined]
     errors = sum(p.errors.values())  # type: ignore[attr-defined]
@@ -69,20 +100,35 @@ def describe(name: str, p: object, rss: float) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-queue-wait-us", type=int, default=None,
+                        help="the model's dynamic_batching.max_queue_wait_us (default: kiln's)")
+    args = parser.parse_args()
+    base = "optimization: {intra_op_threads: 1}\n"
+    tuned = base
+    if args.max_queue_wait_us is not None:
+        tuned += f"dynamic_batching: {{max_queue_wait_us: {args.max_queue_wait_us}}}\n"
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         # Server on core 0 (one intra-op thread), generator on core 1: neither starves the
         # other, so what is measured is the server's behaviour, not a fight for the cores.
-        save(mlp_model(SIZES), repo, "mlp", config="optimization: {intra_op_threads: 1}\n")
+        save(mlp_model(SIZES), repo, "mlp", config=base)
         os.sched_setaffinity(0, {1})
+        # S comes from kiln's defaults: a tighter queue bound would refuse part of the
+        # closed-loop load that measures it.
+        with kiln_server(repo, pin_cpu=0) as server:
+            closed = point(f"http://127.0.0.1:{server.http_port}", server.pid,
+                           concurrency=(64,), duration_s=5)
+        sustainable = closed.inferences_per_s  # type: ignore[attr-defined]
+        print(f"sustainable rate S = {sustainable:.0f} inferences/s (closed loop, c=64)")
+        (repo / "mlp" / "config.yaml").write_text(tuned)
         with kiln_server(repo, pin_cpu=0) as server:
             url = f"http://127.0.0.1:{server.http_port}"
-            closed = point(url, server.pid, concurrency=(64,), duration_s=5)
-            sustainable = closed.inferences_per_s  # type: ignore[attr-defined]
-            print(f"sustainable rate S = {sustainable:.0f} inferences/s (closed loop, c=64)")
+            before = histograms(server)
             describe("nominal", nominal := point(url, server.pid, concurrency=(),
                                                   rates=(0.5 * sustainable,), duration_s=5),
                      rss_mib(server.pid))
+            print(server_side(before, before := histograms(server)))
             _, body, header = v2_bodies("mlp", {"input": np.zeros((1, SIZES[0]), np.float32)})
             refusals: list[float] = []
             stop = threading.Event()
@@ -94,6 +140,7 @@ def main() -> None:
             stop.set()
             prober.join()
             describe("overload 4S", overload, rss_mib(server.pid))
+            print(server_side(before, before := histograms(server)))
             if refusals:
                 print(f"  503 answers during overload: p50 {np.percentile(refusals, 50):.2f} ms, "
                       f"p99 {np.percentile(refusals, 99):.2f} ms ({len(refusals)} probes)")

@@ -10,16 +10,18 @@ import pytest
 
 from kiln.errors import InternalError, Overloaded, Unavailable
 from kiln.runtime.testing import EchoSession
-from kiln.serve.batching import BatchingPolicy, DynamicBatcher
+from kiln.serve.batching import BatchingPolicy, DynamicBatcher, RunTimes
 from kiln.tensors import DataType, TensorSpec
 
 SPEC = [TensorSpec("x", DataType.FP32, (-1, -1))]
 
 
-def _batcher(session: EchoSession, **policy: int) -> tuple[DynamicBatcher, ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(policy.get("instances", 1))
+def _batcher(session: EchoSession,
+             **policy: object) -> tuple[DynamicBatcher, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(int(policy.get("instances", 1)))  # type: ignore[call-overload]
     values = {"max_batch_size": 8, **policy}
-    return DynamicBatcher("m", session.run, executor, BatchingPolicy(**values)), executor
+    return DynamicBatcher("m", session.run, executor,
+                          BatchingPolicy(**values)), executor  # type: ignore[arg-type]
 
 
 def _rows(start: int, n: int, width: int = 2) -> np.ndarray:
@@ -80,6 +82,61 @@ def test_full_queue_refuses_at_once() -> None:
         for task in waiting:
             with pytest.raises(Unavailable):
                 await task
+
+    asyncio.run(run())
+    assert batcher.stats.rejected_full == 1
+
+
+def test_a_queue_that_would_take_too_long_refuses_at_once() -> None:
+    """1 ms per execution + 1 ms per row, 10 ms allowed: with k two-row requests waiting
+    (never a full batch of 100), the next one would wait 1 + 2k ms."""
+    session = EchoSession(SPEC)
+    batcher, _ = _batcher(session, max_batch_size=100, max_queue_delay_us=5_000_000,
+                          max_queue_wait_us=10_000, run_times=RunTimes(1e6, 1e6))
+
+    async def run() -> None:
+        waiting = []
+        for i in range(5):  # 0, 3, 5, 7, 9 ms ahead of each: let in
+            waiting.append(asyncio.ensure_future(batcher.submit({"x": _rows(i, 2)}, rows=2)))
+            await asyncio.sleep(0)
+        assert batcher.expected_wait_ns() == 11e6
+        with pytest.raises(Overloaded, match=r"10 rows waiting would take about 11 ms.*"
+                                             r"10 ms \(max_queue_wait_us\)") as info:
+            await batcher.submit({"x": _rows(9, 2)}, rows=2)
+        assert info.value.retry_after_s is not None
+        batcher.close()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+    asyncio.run(run())
+    assert batcher.stats.rejected_full == 1 and session.batch_sizes == []
+
+
+def test_a_model_running_slower_than_at_warm_up_lets_fewer_requests_wait() -> None:
+    """Warm-up said 1 ms per row; the model takes 30 ms: after one execution the same queue
+    is expected to take several times longer, and the bound refuses sooner."""
+    session = EchoSession(SPEC, delay_s=0.03)
+    batcher, _ = _batcher(session, max_batch_size=1, max_queue_wait_us=20_000,
+                          run_times=RunTimes(0.0, 1e6))
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.submit({"x": _rows(0, 1)}, rows=1))
+        await asyncio.sleep(0.005)  # running now
+        queued = [asyncio.ensure_future(batcher.submit({"x": _rows(i, 1)}, rows=1))
+                  for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        before = batcher.expected_wait_ns()
+        assert before == 3e6  # nothing measured yet: warm-up speed
+        await first  # 30 ms against 1 ms expected: the model is slower now
+        assert batcher.expected_wait_ns() > 5 * before * 2 / 3  # 2 rows wait now, not 3
+        with pytest.raises(Overloaded, match="max_queue_wait_us"):
+            for i in range(4, 8):
+                queued.append(asyncio.ensure_future(
+                    batcher.submit({"x": _rows(i, 1)}, rows=1)))
+                await asyncio.sleep(0)
+                if queued[-1].done():
+                    queued[-1].result()
+        batcher.close()
+        await asyncio.gather(*queued, return_exceptions=True)
 
     asyncio.run(run())
     assert batcher.stats.rejected_full == 1

@@ -1,4 +1,5 @@
-"""Where a loaded model runs: inline on the event loop only when its largest batch is cheap."""
+"""Where a loaded model runs: inline on the event loop only when its largest batch is cheap;
+and the settings derived from its warm-up (spinning, the queue's time bound)."""
 
 from __future__ import annotations
 
@@ -24,5 +25,41 @@ def test_inline_only_below_the_threshold(repo: Path, config: str | None, inline:
     version = ModelVersion.load(ModelRepository([repo]).find("m"), 1)
     try:
         assert version.batcher.policy.inline is inline
+    finally:
+        asyncio.run(version.close())
+
+
+@pytest.mark.parametrize(("sizes", "spinning"), [
+    ((8, 16, 4), False),  # runs on the event loop: no intra-op threads spinning beside it
+    ((512, 2048, 2048, 10), True),  # runs on instance threads: ONNX Runtime's default
+])
+def test_intra_op_threads_spin_unless_the_model_runs_inline(repo: Path, sizes: tuple[int, ...],
+                                                             spinning: bool) -> None:
+    save(mlp_model(sizes), repo, "m", config="optimization: {intra_op_threads: 2}\n")
+    version = ModelVersion.load(ModelRepository([repo]).find("m"), 1)
+    try:
+        assert version.options is not None and version.options.allow_spinning is spinning
+        assert version.batcher.policy.inline is not spinning
+    finally:
+        asyncio.run(version.close())
+
+
+def test_the_default_queue_time_bound_matches_the_count_bound_at_warm_up_speed(
+        repo: Path) -> None:
+    save(mlp_model((512, 2048, 2048, 10)), repo, "m",
+         config="optimization: {intra_op_threads: 1}\nmax_batch_size: 8\n")
+    version = ModelVersion.load(ModelRepository([repo]).find("m"), 1)
+    try:
+        policy = version.batcher.policy
+        assert policy.run_times is not None and policy.max_queue_size == 64
+        at_warm_up_speed = (8 * policy.run_times.fixed_ns + 64 * policy.run_times.row_ns) / 1e3
+        assert policy.max_queue_wait_us == max(round(at_warm_up_speed), 50_000)
+    finally:
+        asyncio.run(version.close())
+    save(mlp_model((8, 16, 4)), repo, "n",
+         config="max_batch_size: 8\ndynamic_batching: {max_queue_wait_us: 0}\n")
+    version = ModelVersion.load(ModelRepository([repo]).find("n"), 1)
+    try:
+        assert version.batcher.policy.max_queue_wait_us == 0  # explicitly off
     finally:
         asyncio.run(version.close())

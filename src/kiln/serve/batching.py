@@ -7,6 +7,12 @@ It sends a batch at once when it reaches ``max_batch_size`` or a preferred size,
 otherwise when the first request has waited ``max_queue_delay_us``. Outputs are split back
 by rows; a model that returns a different number of rows fails that batch only.
 
+The queue is bounded twice: by a number of requests (``max_queue_size``) and by time
+(``max_queue_wait_us``): a request is refused at once when the rows already waiting would
+take longer than that to run, by the model's warm-up run times scaled by how much slower (or
+faster) its recent batches ran. When the model slows down, say because refusing an overload
+takes CPU, fewer requests are let in, so that the admitted ones do not wait longer.
+
 Everything runs on the event loop thread except the model itself, which runs on a thread
 pool of ``instances`` threads. Dispatch is event-driven (on arrival, on completion, on a
 delay timer), so an idle batcher costs nothing and a lone request is not delayed.
@@ -31,6 +37,17 @@ from kiln.tensors import TensorDict
 RunFn = Callable[[TensorDict, Sequence[str] | None], TensorDict]
 
 
+@dataclass(frozen=True, slots=True)
+class RunTimes:
+    """How long one execution of ``rows`` rows takes: ``fixed_ns + rows * row_ns``."""
+
+    fixed_ns: float
+    row_ns: float
+
+    def batch_ns(self, rows: int) -> float:
+        return self.fixed_ns + rows * self.row_ns
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchingPolicy:
     """How one model's requests are queued and merged. Validated on construction."""
@@ -41,6 +58,11 @@ class BatchingPolicy:
     preferred_batch_sizes: tuple[int, ...] = ()
     #: Requests that may wait at once (beyond it: refused at once with 503).
     max_queue_size: int = 1024
+    #: Refuse a request when the rows waiting would take longer than this to run (0 = no
+    #: bound; needs ``run_times``).
+    max_queue_wait_us: int = 0
+    #: The model's run times measured at warm-up (None: unknown).
+    run_times: RunTimes | None = None
     #: Queue time after which a request is refused; 0 = no limit.
     default_timeout_us: int = 0
     #: Priority levels (1 = served first); 0 or 1 = a single queue.
@@ -92,6 +114,11 @@ class DynamicBatcher:
         self._queues: list[collections.deque[_Pending]] = [collections.deque()
                                                            for _ in range(levels)]
         self._queued = 0
+        self._queued_rows = 0
+        #: Recent executions' time over the warm-up time for their rows (moving average).
+        self._slowdown = 1.0
+        self._wait_limit_ns = (policy.max_queue_wait_us * 1000
+                               if policy.run_times is not None else 0)
         self._free = policy.instances
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False
@@ -111,11 +138,7 @@ class DynamicBatcher:
                      timeout_us: int | None = None, timing: Timing | None = None) -> TensorDict:
         """Queue one request of ``rows`` samples; returns its own rows of the outputs.
         ``timing``, when given, receives when the request was queued, started and finished."""
-        if self._queued >= self.policy.max_queue_size:
-            self.stats.rejected_full += 1
-            raise Overloaded(
-                f"the queue of model '{self.name}' is full ({self.policy.max_queue_size} "
-                "requests waiting); retry later", retry_after_s=1)
+        self.check_room()
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, _key(inputs, outputs) if self._batching else (),
                            tuple(outputs) if outputs is not None else None,
@@ -125,12 +148,40 @@ class DynamicBatcher:
             pending.timer = loop.call_later(timeout / 1e6, self._expire, pending, timeout)
         self._queues[self._level(priority)].append(pending)
         self._queued += 1
+        self._queued_rows += rows
         if not self._soon:
             # Dispatch after the requests that arrived in this loop iteration have queued too,
             # so that a burst forms one batch.
             self._soon = True
             loop.call_soon(self._dispatch_soon)
         return await pending.future
+
+    def check_room(self) -> None:
+        """Raises ``Overloaded`` when the queue is full, by count or by expected wait."""
+        if self._queued >= self.policy.max_queue_size:
+            self.stats.rejected_full += 1
+            raise Overloaded(
+                f"the queue of model '{self.name}' is full ({self.policy.max_queue_size} "
+                "requests waiting); retry later", retry_after_s=1)
+        if self._wait_limit_ns and self._queued_rows and \
+                (wait_ns := self.expected_wait_ns()) > self._wait_limit_ns:
+            self.stats.rejected_full += 1
+            raise Overloaded(
+                f"the queue of model '{self.name}' is full: the {self._queued_rows} rows waiting "
+                f"would take about {wait_ns / 1e6:.0f} ms to run, past its "
+                f"{self.policy.max_queue_wait_us / 1e3:g} ms (max_queue_wait_us); retry later",
+                retry_after_s=1)
+
+    def expected_wait_ns(self) -> float:
+        """How long the rows waiting now would take to run, in full batches, at the model's
+        recent speed (0 when its run times are unknown)."""
+        times = self.policy.run_times
+        if times is None:
+            return 0.0
+        batch = max(self.policy.max_batch_size, 1)
+        batches = -(-self._queued_rows // batch)
+        return (self._slowdown * (batches * times.fixed_ns + self._queued_rows * times.row_ns)
+                / self.policy.instances)
 
     def _level(self, priority: int) -> int:
         levels = len(self._queues)
@@ -153,6 +204,7 @@ class DynamicBatcher:
             except ValueError:
                 continue
             self._queued -= 1
+            self._queued_rows -= pending.rows
             self.stats.timed_out += 1
             pending.future.set_exception(Unavailable(
                 f"request waited longer than its timeout of {timeout_us} us in the queue of "
@@ -177,6 +229,7 @@ class DynamicBatcher:
         if not self._batching:
             queue.popleft()
             self._queued -= 1
+            self._queued_rows -= first.rows
             return [first]
         chosen, total = self._candidates(first)
         full = total >= self.policy.max_batch_size
@@ -196,6 +249,7 @@ class DynamicBatcher:
             else:
                 _remove(self._queues, pending)
         self._queued -= len(chosen)
+        self._queued_rows -= sum(p.rows for p in chosen)
         return chosen
 
     def _candidates(self, first: _Pending) -> tuple[list[_Pending], int]:
@@ -262,6 +316,7 @@ class DynamicBatcher:
                     pending.future.set_exception(error)
         else:
             finished = time.monotonic_ns()
+            self._observe_speed(rows, infer_ns)
             self.stats.record_execution(rows=rows, requests=len(batch), input_ns=input_ns,
                                         infer_ns=infer_ns, output_ns=finished - split_start)
             for pending, part in zip(batch, parts, strict=True):
@@ -270,6 +325,11 @@ class DynamicBatcher:
                 if not pending.future.done():
                     pending.future.set_result(part)
         self._finish(redispatch)
+
+    def _observe_speed(self, rows: int, infer_ns: int) -> None:
+        if self.policy.run_times is not None:
+            ratio = infer_ns / max(self.policy.run_times.batch_ns(rows), 1.0)
+            self._slowdown = min(max(self._slowdown + 0.2 * (ratio - self._slowdown), 0.1), 100.0)
 
     def _finish(self, redispatch: bool = True) -> None:
         self._free += 1
@@ -285,7 +345,7 @@ class DynamicBatcher:
                 if not pending.future.done():
                     pending.future.set_exception(
                         Unavailable(f"model '{self.name}' is being unloaded"))
-        self._queued = 0
+        self._queued = self._queued_rows = 0
 
 
 def _timed(run: RunFn, inputs: TensorDict,

@@ -120,6 +120,15 @@ class DataPlane:
         model.batcher.stats.record_success(time.monotonic_ns() - started)
         return response
 
+    def check_room(self, name: str, version: str | None) -> None:
+        """Refuses a request before it is decoded when its model's queue has no room (503),
+        so that shedding an overload costs as little as possible."""
+        try:
+            model = self.registry.get(name, version)
+        except KilnError:
+            return  # ``infer`` reports it, after the request was read
+        model.batcher.check_room()
+
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests, then wait (at most ``timeout_s``) for those in flight to
         finish; True when none is left."""

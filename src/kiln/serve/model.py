@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import logging
 import os
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from kiln.runtime import Backend, Session, SessionOptions, get_backend
-from kiln.serve.batching import BatchingPolicy, DynamicBatcher
+from kiln.serve.batching import BatchingPolicy, DynamicBatcher, RunTimes
 from kiln.serve.repository.autocomplete import served_signature
 from kiln.serve.repository.config import DynamicBatchingConfig, ModelConfig
 from kiln.serve.repository.layout import ModelSource
@@ -34,14 +35,17 @@ class ModelVersion:
     """
 
     def __init__(self, *, name: str, version: int, config: ModelConfig, backend: Backend,
-                 session: Session, signature: Signature, inline: bool = False,
-                 histograms: bool = False, load_s: float = 0.0) -> None:
+                 session: Session, signature: Signature, run_times: RunTimes | None = None,
+                 options: SessionOptions | None = None, histograms: bool = False,
+                 load_s: float = 0.0) -> None:
         self.name = name
         self.version = version
         self.config = config
         self.backend = backend
         self.session = session
         self.signature = signature
+        #: The runtime settings the session was made with (None: not known).
+        self.options = options
         #: How long loading (and warming up) took, in seconds.
         self.load_s = load_s
         self._executor = ThreadPoolExecutor(
@@ -49,7 +53,7 @@ class ModelVersion:
             initializer=_yield_to_event_loop,
         )
         self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
-                                      batching_policy(config, signature, inline=inline),
+                                      batching_policy(config, signature, run_times),
                                       stats=ModelStats.create(histograms=histograms))
 
     @classmethod
@@ -61,17 +65,26 @@ class ModelVersion:
         filename = config.default_model_filename or backend.default_filename
         started = time.perf_counter()
         artifact = source.artifact(version, filename)
-        session = backend.load(artifact, session_options(config))
+        options = session_options(config)
+        session = backend.load(artifact, options)
         signature = served_signature(source.name, config, session.signature)
-        run_us = warm_up(source.name, session, signature, config.warmup)
+        run_times = warm_up(source.name, session, signature, config.warmup)
+        if options.allow_spinning and config.optimization.allow_spinning is None and \
+                options.intra_op_threads > 1 and runs_inline(config, signature, run_times):
+            # NOTE: intra-op threads spinning beside a model run on the event loop take the
+            # cores the loop and its clients need; such a model is small, so load it again.
+            session.close()
+            options = dataclasses.replace(options, allow_spinning=False)
+            session = backend.load(artifact, options)
+            run_times = warm_up(source.name, session, signature, config.warmup)
         load_s = time.perf_counter() - started
         log.info("model loaded", extra={"fields": {
             "model": source.name, "version": str(version), "load_ms": round(load_s * 1e3, 1),
-            "providers": ",".join(session.providers)}})
-        inline = run_us is not None and run_us < config.optimization.inline_max_us
+            "providers": ",".join(session.providers), "intra_op_threads": options.intra_op_threads,
+            "spinning": options.allow_spinning}})
         return cls(name=source.name, version=version, config=config, backend=backend,
-                   session=session, signature=signature, inline=inline, histograms=histograms,
-                   load_s=load_s)
+                   session=session, signature=signature, run_times=run_times, options=options,
+                   histograms=histograms, load_s=load_s)
 
     async def infer(self, inputs: TensorDict, *, rows: int, outputs: Sequence[str] | None,
                     priority: int = 0, timeout_us: int | None = None,
@@ -128,8 +141,9 @@ def session_options(config: ModelConfig) -> SessionOptions:
         inter_op_threads=opt.inter_op_threads if opt.inter_op_threads is not None else 1,
         graph_optimization=opt.graph_optimization,
         execution_providers=tuple(providers) or ("CPUExecutionProvider",),
-        # NOTE: spinning intra-op threads take the cores the event loop needs under load.
-        allow_spinning=bool(opt.allow_spinning),
+        # NOTE: ONNX Runtime's default, spinning, measured faster for models that run on the
+        # instance threads (MiniLM at c=1 and c=16); ``load`` turns it off for inline ones.
+        allow_spinning=opt.allow_spinning if opt.allow_spinning is not None else True,
     )
 
 
@@ -143,20 +157,45 @@ def _yield_to_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_THREAD_NICENESS)
 
 
-def batching_policy(config: ModelConfig, signature: Signature, *,
-                    inline: bool = False) -> BatchingPolicy:
-    """Dynamic batching is on for models with a batch dimension unless the config says no."""
+#: The default time bound of a queue is never shorter: for fast models, timing noise would
+#: otherwise refuse requests that the count bound lets in.
+MIN_DEFAULT_QUEUE_WAIT_US = 50_000
+
+
+def batching_policy(config: ModelConfig, signature: Signature,
+                    run_times: RunTimes | None = None) -> BatchingPolicy:
+    """Dynamic batching is on for models with a batch dimension unless the config says no.
+
+    ``run_times`` (from warm-up) set the default time bound of the queue and whether the
+    model is fast enough to run on the event loop (``optimization.inline_max_us``)."""
     dyn = config.dynamic_batching or DynamicBatchingConfig()
     max_batch = signature.max_batch_size if dyn.enabled else 0
+    instances = config.instances.count
+    queue = dyn.max_queue_size or max(64, 2 * max(max_batch, 1) * instances)
+    wait_us = dyn.max_queue_wait_us
+    if wait_us is None:  # what ``queue`` one-row requests take at warm-up speed
+        rows = max(max_batch, 1)
+        wait_us = 0 if run_times is None else max(round(
+            (-(-queue // rows) * run_times.fixed_ns + queue * run_times.row_ns)
+            / instances / 1e3), MIN_DEFAULT_QUEUE_WAIT_US)
     return BatchingPolicy(
         max_batch_size=max_batch,
         max_queue_delay_us=dyn.max_queue_delay_us,
         preferred_batch_sizes=tuple(dyn.preferred_batch_sizes),
-        max_queue_size=dyn.max_queue_size
-        or max(64, 2 * max(max_batch, 1) * config.instances.count),
+        max_queue_size=queue,
+        max_queue_wait_us=wait_us,
+        run_times=run_times,
         default_timeout_us=dyn.default_timeout_us,
         priority_levels=dyn.priority_levels,
         default_priority_level=dyn.default_priority_level,
-        instances=config.instances.count,
-        inline=inline,
+        instances=instances,
+        inline=runs_inline(config, signature, run_times),
     )
+
+
+def runs_inline(config: ModelConfig, signature: Signature, run_times: RunTimes | None) -> bool:
+    """Whether the model's largest batch ran at warm-up in under ``inline_max_us``."""
+    if run_times is None:
+        return False
+    largest_us = run_times.batch_ns(max(signature.max_batch_size, 1)) / 1e3
+    return largest_us < config.optimization.inline_max_us

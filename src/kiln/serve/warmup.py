@@ -9,6 +9,7 @@ import numpy as np
 
 from kiln.errors import InternalError
 from kiln.runtime import Session
+from kiln.serve.batching import RunTimes
 from kiln.serve.repository.config import WarmupConfig
 from kiln.tensors import DataType, Signature, TensorDict
 
@@ -16,13 +17,13 @@ log = logging.getLogger("kiln.serve.warmup")
 
 
 def warm_up(name: str, session: Session, signature: Signature,
-            declared: list[WarmupConfig]) -> float | None:
+            declared: list[WarmupConfig]) -> RunTimes | None:
     """Run the declared warm-up requests (failing the load if one fails), or generated
     requests of zeros at batch 1 and at the largest batch (only logged if the model refuses
     them).
 
-    Returns the median run time of a largest-batch generated request in microseconds
-    (``None`` when warm-up was declared or failed): the longest one execution takes.
+    Returns the model's run times fitted to the generated requests' medians (``None`` when
+    warm-up was declared or failed).
     """
     for warm in declared:
         inputs = warmup_inputs(signature, batch=warm.batch_size, fill=warm.inputs)
@@ -33,19 +34,27 @@ def warm_up(name: str, session: Session, signature: Signature,
                 raise InternalError(f"model '{name}': warm-up '{warm.name}' failed: {exc}") from exc
     if declared:
         return None
-    times = []
+    largest = max(signature.max_batch_size, 1)
     try:
         session.run(warmup_inputs(signature, batch=1, fill={}))
-        largest = warmup_inputs(signature, batch=max(signature.max_batch_size, 1), fill={})
-        for _ in range(5):
-            started = time.perf_counter()
-            session.run(largest)
-            times.append((time.perf_counter() - started) * 1e6)
+        one = _median_ns(session, warmup_inputs(signature, batch=1, fill={}), 3)
+        most = _median_ns(session, warmup_inputs(signature, batch=largest, fill={}), 5) \
+            if largest > 1 else one
     except Exception as exc:  # generated zeros may not suit every model
         log.warning("model %s: generated warm-up request failed (%s); declare one in its "
                     "config's 'warmup' to warm it up", name, exc)
         return None
-    return sorted(times)[len(times) // 2]
+    row_ns = max(most - one, 0.0) / (largest - 1) if largest > 1 else one
+    return RunTimes(fixed_ns=max(one - row_ns, 0.0) if largest > 1 else 0.0, row_ns=row_ns)
+
+
+def _median_ns(session: Session, inputs: TensorDict, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter_ns()
+        session.run(inputs)
+        times.append(time.perf_counter_ns() - started)
+    return float(sorted(times)[runs // 2])
 
 
 def warmup_inputs(signature: Signature, *, batch: int, fill: dict[str, str]) -> TensorDict:

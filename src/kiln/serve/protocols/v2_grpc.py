@@ -177,6 +177,7 @@ class V2GrpcService:
                      record: RequestRecord | None) -> pb.ModelInferResponse:
         started = time.monotonic_ns()
         try:
+            self.plane.check_room(request.model_name, request.model_version or None)
             decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
         except Exception as exc:
             self.plane.reject(request.model_name, request.model_version or None, exc,

@@ -53,6 +53,7 @@ def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
         name, version = _model(request)
         started = time.monotonic_ns()
         try:
+            plane.check_room(name, version)
             decoded = v2_json.decode_infer_request(
                 request.body, model_name=name, model_version=version,
                 header_length=_header_length(request), limits=limits,

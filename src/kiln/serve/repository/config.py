@@ -80,6 +80,11 @@ class DynamicBatchingConfig(_Strict):
     #: Requests that may wait at once; beyond it they are refused at once
     #: (0 = 2 x max_batch_size x instances, at least 64).
     max_queue_size: NonNegative = 0
+    #: Refuse a request at once when the rows waiting would take longer than this to run,
+    #: in microseconds (kiln's own; 0 = no such bound). Unset: the time that
+    #: ``max_queue_size`` single-row requests take at the speed measured at warm-up, so the
+    #: bound only bites when the model runs slower than it did then (e.g. under overload).
+    max_queue_wait_us: NonNegative | None = None
     #: Queue time after which a request is refused (0 = no limit), in microseconds.
     default_timeout_us: NonNegative = 0
     #: Number of priority levels (0 = one queue); level 1 is served first.
@@ -119,7 +124,8 @@ class OptimizationConfig(_Strict):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     #: Execution providers in order of preference, e.g. [CUDAExecutionProvider].
     execution_providers: list[str] | None = None
-    #: Let idle intra-op threads spin (off by default: they would take the event loop's CPU).
+    #: Let idle intra-op threads spin. Unset: on, except for models that run on the event
+    #: loop (see ``inline_max_us``), beside which spinning threads would take its CPU.
     allow_spinning: bool | None = None
     #: Models whose largest batch runs in less than this (measured at warm-up) run on the
     #: event loop thread: a thread hop would cost more than the model, and the loop is never
