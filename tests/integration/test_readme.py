@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import orjson
+import yaml
 
+from kiln.serve.repository.config import ModelConfig
 from tests.server import KilnProcess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -37,3 +39,12 @@ def test_kiln_version_runs() -> None:
     kiln = Path(sys.executable).parent / "kiln"  # the console script pip installed
     out = subprocess.run([str(kiln), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("kiln ")
+
+
+def test_config_examples_are_valid_configs() -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        if "max_batch_size" in block:
+            config = ModelConfig.model_validate(yaml.safe_load(block))
+            assert config.dynamic_batching is not None
