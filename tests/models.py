@@ -34,11 +34,12 @@ def save(model: onnx.ModelProto, repo: Path, name: str, version: int = 1,
     return folder / "model.onnx"
 
 
-def identity_model(datatypes: list[DataType] | None = None, *,
-                   batch: bool = True) -> onnx.ModelProto:
-    """One Identity per datatype: input ``in_<TYPE>`` -> output ``out_<TYPE>``, shape [B, 4]."""
+def identity_model(datatypes: list[DataType] | None = None, *, batch: bool = True,
+                   dynamic_width: bool = False) -> onnx.ModelProto:
+    """One Identity per datatype: input ``in_<TYPE>`` -> output ``out_<TYPE>``, shape [B, 4]
+    (``dynamic_width``: [B, W])."""
     datatypes = datatypes or IDENTITY_TYPES
-    dims: list[int | str] = ["batch", 4] if batch else [2, 4]
+    dims: list[int | str] = ["batch", "width" if dynamic_width else 4] if batch else [2, 4]
     inputs, outputs, nodes = [], [], []
     for d in datatypes:
         t = _onnx_type(d)

@@ -10,7 +10,8 @@ import pytest
 
 from kiln.serve.model import ModelVersion
 from kiln.serve.repository import ModelRepository
-from tests.models import mlp_model, save
+from kiln.tensors import DataType
+from tests.models import identity_model, mlp_model, save
 
 
 @pytest.mark.parametrize(("config", "inline"), [
@@ -61,5 +62,19 @@ def test_the_default_queue_time_bound_matches_the_count_bound_at_warm_up_speed(
     version = ModelVersion.load(ModelRepository([repo]).find("n"), 1)
     try:
         assert version.batcher.policy.max_queue_wait_us == 0  # explicitly off
+    finally:
+        asyncio.run(version.close())
+
+
+def test_no_timing_decisions_from_made_up_sizes(repo: Path) -> None:
+    """An input with a dynamic non-batch dimension is warmed up at size 1, which says nothing
+    of real requests: the model neither runs inline nor gets a default time bound."""
+    save(identity_model([DataType.FP32], dynamic_width=True), repo, "m",
+         config="max_batch_size: 8\n")
+    version = ModelVersion.load(ModelRepository([repo]).find("m"), 1)
+    try:
+        policy = version.batcher.policy
+        assert policy.run_times is None and not policy.inline
+        assert policy.max_queue_wait_us == 0 and policy.max_queue_size == 64
     finally:
         asyncio.run(version.close())

@@ -22,8 +22,9 @@ def warm_up(name: str, session: Session, signature: Signature,
     requests of zeros at batch 1 and at the largest batch (only logged if the model refuses
     them).
 
-    Returns the model's run times fitted to the generated requests' medians (``None`` when
-    warm-up was declared or failed).
+    Returns the model's run times fitted to the generated requests' medians; ``None`` when
+    warm-up was declared or failed, or when an input has a dynamic dimension besides the
+    batch: its generated size (1) says nothing of how long real requests take.
     """
     for warm in declared:
         inputs = warmup_inputs(signature, batch=warm.batch_size, fill=warm.inputs)
@@ -44,8 +45,15 @@ def warm_up(name: str, session: Session, signature: Signature,
         log.warning("model %s: generated warm-up request failed (%s); declare one in its "
                     "config's 'warmup' to warm it up", name, exc)
         return None
+    if _made_up_sizes(signature):
+        return None
     row_ns = max(most - one, 0.0) / (largest - 1) if largest > 1 else one
     return RunTimes(fixed_ns=max(one - row_ns, 0.0) if largest > 1 else 0.0, row_ns=row_ns)
+
+
+def _made_up_sizes(signature: Signature) -> bool:
+    skip = 1 if signature.max_batch_size > 0 else 0
+    return any(d == -1 for spec in signature.inputs for d in spec.shape[skip:])
 
 
 def _median_ns(session: Session, inputs: TensorDict, runs: int) -> float:

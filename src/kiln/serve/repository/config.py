@@ -84,6 +84,7 @@ class DynamicBatchingConfig(_Strict):
     #: in microseconds (kiln's own; 0 = no such bound). Unset: the time that
     #: ``max_queue_size`` single-row requests take at the speed measured at warm-up, so the
     #: bound only bites when the model runs slower than it did then (e.g. under overload).
+    #: Needs inputs of fixed size besides the batch (warm-up timing is not known otherwise).
     max_queue_wait_us: NonNegative | None = None
     #: Queue time after which a request is refused (0 = no limit), in microseconds.
     default_timeout_us: NonNegative = 0
