@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.serve.model import ModelVersion
+from kiln.serve.model import ModelVersion, batching_policy
 from kiln.serve.repository import ModelRepository
 from kiln.tensors import DataType
 from tests.models import identity_model, mlp_model, save
@@ -76,5 +76,18 @@ def test_no_timing_decisions_from_made_up_sizes(repo: Path) -> None:
         policy = version.batcher.policy
         assert policy.run_times is None and not policy.inline
         assert policy.max_queue_wait_us == 0 and policy.max_queue_size == 64
+    finally:
+        asyncio.run(version.close())
+
+
+def test_a_model_computed_on_a_gpu_never_runs_inline(repo: Path) -> None:
+    """A GPU run mostly waits for the device: the event loop should go on meanwhile."""
+    save(mlp_model((8, 16, 4)), repo, "m", config="max_batch_size: 4\n")
+    version = ModelVersion.load(ModelRepository([repo]).find("m"), 1)
+    try:
+        times = version.batcher.policy.run_times
+        assert version.batcher.policy.inline  # on the CPU: inline
+        assert not batching_policy(version.config, version.signature, times,
+                                   on_cpu=False).inline
     finally:
         asyncio.run(version.close())

@@ -53,7 +53,8 @@ class ModelVersion:
             initializer=_yield_to_event_loop,
         )
         self.batcher = DynamicBatcher(f"{name}", session.run, self._executor,
-                                      batching_policy(config, signature, run_times),
+                                      batching_policy(config, signature, run_times,
+                                                      on_cpu=computes_on_cpu(session)),
                                       stats=ModelStats.create(histograms=histograms))
 
     @classmethod
@@ -70,7 +71,8 @@ class ModelVersion:
         signature = served_signature(source.name, config, session.signature)
         run_times = warm_up(source.name, session, signature, config.warmup)
         if options.allow_spinning and config.optimization.allow_spinning is None and \
-                options.intra_op_threads > 1 and runs_inline(config, signature, run_times):
+                options.intra_op_threads > 1 and computes_on_cpu(session) and \
+                runs_inline(config, signature, run_times):
             # NOTE: intra-op threads spinning beside a model run on the event loop take the
             # cores the loop and its clients need; such a model is small, so load it again.
             session.close()
@@ -163,11 +165,12 @@ MIN_DEFAULT_QUEUE_WAIT_US = 50_000
 
 
 def batching_policy(config: ModelConfig, signature: Signature,
-                    run_times: RunTimes | None = None) -> BatchingPolicy:
+                    run_times: RunTimes | None = None, *, on_cpu: bool = True) -> BatchingPolicy:
     """Dynamic batching is on for models with a batch dimension unless the config says no.
 
     ``run_times`` (from warm-up) set the default time bound of the queue and whether the
-    model is fast enough to run on the event loop (``optimization.inline_max_us``)."""
+    model is fast enough to run on the event loop (``optimization.inline_max_us``; only
+    models computed ``on_cpu``: a GPU run waits for the device, which the loop should not)."""
     dyn = config.dynamic_batching or DynamicBatchingConfig()
     max_batch = signature.max_batch_size if dyn.enabled else 0
     instances = config.instances.count
@@ -189,8 +192,14 @@ def batching_policy(config: ModelConfig, signature: Signature,
         priority_levels=dyn.priority_levels,
         default_priority_level=dyn.default_priority_level,
         instances=instances,
-        inline=runs_inline(config, signature, run_times),
+        inline=on_cpu and runs_inline(config, signature, run_times),
     )
+
+
+def computes_on_cpu(session: Session) -> bool:
+    """Whether the session's preferred provider is a CPU one."""
+    providers = session.providers
+    return not providers or "CPU" in providers[0]
 
 
 def runs_inline(config: ModelConfig, signature: Signature, run_times: RunTimes | None) -> bool:
