@@ -127,12 +127,17 @@ def bench_model(model: BenchModel, args: argparse.Namespace, work: Path) -> list
     return points
 
 
+#: Servers that survive being stopped for a while. PyTriton does not: its Python side and
+#: the Triton server check on each other, and one stopped for seconds ends the other.
+PAUSABLE = {"kiln", "torchserve"}
+
+
 @contextlib.contextmanager
 def _only(servers: dict[str, Server], name: str | None) -> Iterator[None]:
-    """Every server but ``name`` stopped (SIGSTOP) while the block runs: an idle server's
-    background threads (a JVM's, say) would otherwise take turns on the measured one's core
-    and lengthen its latency tail."""
-    frozen = [pid for other, server in servers.items() if other != name
+    """Every pausable server but ``name`` stopped (SIGSTOP) while the block runs: an idle
+    server's background threads (a JVM's, say) would otherwise take turns on the measured
+    one's core and lengthen its latency tail."""
+    frozen = [pid for other, server in servers.items() if other != name and other in PAUSABLE
               for pid in process_tree(server.pid)]
     for pid in frozen:
         with contextlib.suppress(ProcessLookupError):

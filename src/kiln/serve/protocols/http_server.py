@@ -83,8 +83,10 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._step: Admitted | Response | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
+        # NOTE: one buffer, not a list of pieces: a body sent in millions of one-byte chunks
+        # must not cost a Python object per chunk (Triton CVE-2025-23310).
+        self._body: bytes | bytearray = b""
+        self._body_size = 0  # also counts the bodies of refused requests, which are not kept
         # Parsed requests in order; the first is being answered when ``_busy``.
         self._queue: deque[_Exchange] = deque()
         self._busy = False
@@ -158,7 +160,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._header_bytes = b"", [], 0
-        self._body, self._body_size, self._step = [], 0, None
+        self._body, self._body_size, self._step = b"", 0, None
         self._arm(self.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
@@ -205,17 +207,22 @@ class HttpConnection(asyncio.Protocol):
                 f"request body exceeds the limit of {self.app.max_request_bytes} bytes "
                 "(--http-max-input-size)")))
         elif isinstance(self._step, Admitted):
-            self._body.append(body)
+            if not self._body:
+                self._body = body  # the usual case: the whole body in one piece, no copy
+            else:
+                if isinstance(self._body, bytes):
+                    self._body = bytearray(self._body)
+                self._body += body
 
     def on_message_complete(self) -> None:
         self._expires = None  # the app's time is not bounded here
         if self._closing or self._step is None:
             return
         self.server_state.total_requests += 1
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        body = bytes(self._body) if isinstance(self._body, bytearray) else self._body
         self._queue.append(_Exchange(self._step, body, self.parser.should_keep_alive(),
                                      self.parser.get_method() == b"HEAD"))
-        self._step, self._body = None, []
+        self._step, self._body = None, b""
         if not self._busy:
             self._next()
         self._update_reading()
