@@ -1,21 +1,16 @@
 """The HTTP servers ``benchmarks/http_stack.py`` compares. Each runner serves one ASGI app
 (kiln's ``HttpApp``) on ``host:port`` in the running event loop until ``stop`` is set.
 
-Two of them are adapters written here: ``granian-rsgi`` runs ``HttpApp`` through granian's
-RSGI interface, and ``custom-httptools`` is a minimal asyncio + httptools HTTP/1.1 server
-(keep-alive, whole body in memory, no timeouts, no body limit before the app's): the floor
-a hand-written server could reach, not a server to ship.
+One of them is an adapter written here: ``granian-rsgi`` runs ``HttpApp`` through granian's
+RSGI interface.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
-import httptools
 import uvicorn
 
 from kiln.errors import KilnError
@@ -75,6 +70,11 @@ async def _uvicorn(app: Any, host: str, port: int, stop: asyncio.Event, protocol
     await stop.wait()
     server.should_exit = True
     await task
+
+
+async def uvicorn_httptools(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
+    """uvicorn's own httptools protocol (what kiln ran before ``HttpConnection``)."""
+    await _uvicorn(app, host, port, stop, "httptools")
 
 
 async def uvicorn_h11(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
@@ -185,80 +185,12 @@ def _starlette_endpoint(r: Route, limit: int) -> Callable[[Any], Awaitable[Any]]
     return endpoint
 
 
-# --- a minimal asyncio + httptools server ---------------------------------------------------
-
-_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
-
-
-class H1Protocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive: parse with httptools, call the app, write one response."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.url, self.headers, self.body = b"", [], []  # type: ignore[var-annotated]
-        self.previous: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"  # type: ignore[union-attr]
-                                 b"connection: close\r\n\r\n")
-            self.transport.close()  # type: ignore[union-attr]
-
-    def on_message_begin(self) -> None:
-        self.url, self.headers, self.body = b"", [], []
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        url = httptools.parse_url(self.url)
-        scope = http_scope(self.parser.get_method().decode(), unquote(url.path.decode()),
-                           url.query or b"", self.headers)
-        self.previous = asyncio.ensure_future(self._respond(
-            scope, b"".join(self.body), self.parser.should_keep_alive(), self.previous))
-
-    async def _respond(self, scope: dict[str, Any], body: bytes, keep_alive: bool,
-                       previous: asyncio.Future[None] | None) -> None:
-        exchange = Exchange(body)
-        await self.app(scope, exchange.receive, exchange.send)
-        if previous is not None:  # pipelined requests answer in order
-            await previous
-        head = [b"HTTP/1.1 %d %s\r\n" % (exchange.status, _REASONS.get(exchange.status, b""))]
-        head += [b"%s: %s\r\n" % pair for pair in exchange.headers]
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        self.transport.write(b"".join(head) + b"\r\n" + exchange.body())  # type: ignore[union-attr]
-        if not keep_alive:
-            self.transport.close()  # type: ignore[union-attr]
-
-
-async def custom_httptools(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: H1Protocol(app), host, port)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()
-
-
-#: Stack name -> runner; the current stack (uvicorn + httptools) is kiln's own ``KilnServer``.
+#: Stack name -> runner; the current stack (kiln's own connection) is ``KilnServer`` itself.
 RUNNERS: dict[str, Runner] = {
+    "uvicorn-httptools": uvicorn_httptools,
     "uvicorn-h11": uvicorn_h11,
     "hypercorn": hypercorn,
     "granian-asgi": granian_asgi,
     "granian-rsgi": granian_rsgi,
-    "custom-httptools": custom_httptools,
     "uvicorn-starlette": uvicorn_starlette,
 }

@@ -1,7 +1,7 @@
 """kiln's HTTP data plane behind different HTTP servers, measured side by side in one run.
 
     python benchmarks/http_stack.py                          # every stack, c = 1 and 32
-    python benchmarks/http_stack.py --stacks uvicorn-httptools,granian-rsgi --rounds 5
+    python benchmarks/http_stack.py --stacks kiln,uvicorn-httptools,granian-rsgi --rounds 5
 
 Every stack serves the same ``KilnServer`` data plane and route table (``HttpApp``) with
 the tiny MLP (64-256-256-10, ``intra_op_threads: 1``) in its own process, all up at once
@@ -9,7 +9,7 @@ and pinned to core 0; wrk (``apt-get install wrk``) runs pinned to core 1 and po
 same 1 KB KServe V2 JSON request, after a check that every stack gives the same answers
 (an inference, a bad request, an unknown path). Rounds alternate the order of the stacks.
 Medians are printed, with each stack's throughput and server CPU per request as a ratio to
-the current stack (uvicorn + httptools + uvloop: kiln's own ``KilnServer._start_http``),
+the current stack (kiln's own ``HttpConnection`` on httptools + uvloop, in ``KilnServer``),
 and the adoption bar per stack. Candidates need ``pip install -e '.[http-stacks]'``; results and
 the decision are in ``benchmarks/README.md``.
 """
@@ -40,9 +40,9 @@ from tests.server import free_port, stop_process
 from benchmarks.common import LoadResult, run_wrk, v2_bodies
 from benchmarks.models import MODELS
 
-CURRENT = "uvicorn-httptools"
-STACKS = (CURRENT, "uvicorn-h11", "hypercorn", "granian-asgi", "granian-rsgi",
-          "custom-httptools", "uvicorn-starlette")
+CURRENT = "kiln"
+STACKS = (CURRENT, "uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian-asgi",
+          "granian-rsgi", "uvicorn-starlette")
 HOST = "127.0.0.1"
 #: The module each candidate needs beyond kiln's own dependencies.
 NEEDS = {"hypercorn": "hypercorn", "granian-asgi": "granian", "granian-rsgi": "granian",
@@ -60,6 +60,7 @@ async def serve(stack: str, repo: Path, port: int) -> None:
     current = stack == CURRENT
     server = KilnServer(ServerSettings.build(
         model_repository=[repo], http_address=HOST, http_port=port, allow_grpc=False,
+        allow_metrics=False,
         allow_http=current))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
