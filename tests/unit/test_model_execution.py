@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln.serve.model import ModelVersion, batching_policy
+from kiln.serve.model import ModelVersion, batching_policy, session_options
 from kiln.serve.repository import ModelRepository
+from kiln.serve.repository.config import ModelConfig
 from kiln.tensors import DataType
 from tests.models import identity_model, mlp_model, save
 
@@ -91,3 +92,13 @@ def test_a_model_computed_on_a_gpu_never_runs_inline(repo: Path) -> None:
                                    on_cpu=False).inline
     finally:
         asyncio.run(version.close())
+
+
+@pytest.mark.parametrize(("config", "spinning"), [
+    ({}, True),
+    ({"instances": {"kind": "gpu"}}, False),
+    ({"optimization": {"execution_providers": ["CUDAExecutionProvider"]}}, False),
+    ({"instances": {"kind": "gpu"}, "optimization": {"allow_spinning": True}}, True),
+])
+def test_threads_of_gpu_models_do_not_spin(config: dict[str, object], spinning: bool) -> None:
+    assert session_options(ModelConfig.model_validate(config)).allow_spinning is spinning

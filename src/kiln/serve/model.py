@@ -138,14 +138,17 @@ def session_options(config: ModelConfig) -> SessionOptions:
     providers: list[str] = list(opt.execution_providers or [])
     if not providers and config.instances.kind == "gpu":
         providers = ["CUDAExecutionProvider"]
+    wanted = tuple(providers) or ("CPUExecutionProvider",)
     return SessionOptions(
         intra_op_threads=intra,
         inter_op_threads=opt.inter_op_threads if opt.inter_op_threads is not None else 1,
         graph_optimization=opt.graph_optimization,
-        execution_providers=tuple(providers) or ("CPUExecutionProvider",),
-        # NOTE: ONNX Runtime's default, spinning, measured faster for models that run on the
-        # instance threads (MiniLM at c=1 and c=16); ``load`` turns it off for inline ones.
-        allow_spinning=opt.allow_spinning if opt.allow_spinning is not None else True,
+        execution_providers=wanted,
+        # NOTE: ONNX Runtime's default, spinning, measured faster for models computed on the
+        # instance threads (MiniLM at c=1 and c=16); ``load`` turns it off for inline ones,
+        # and a GPU model's CPU threads only run the odd fallback node, so they do not spin.
+        allow_spinning=opt.allow_spinning if opt.allow_spinning is not None
+        else "CPU" in wanted[0],
     )
 
 
