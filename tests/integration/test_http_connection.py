@@ -217,3 +217,14 @@ def test_past_the_connection_limit_a_request_gets_503(connect: Connect) -> None:
     sock, reader = connect()
     sock.sendall(post(INFER, infer_body()))
     assert reader.responses(1)[0][0] == 200
+
+
+def test_a_malformed_request_target_is_400_and_the_connection_goes_on(connect: Connect) -> None:
+    sock, reader = connect()
+    sock.sendall(b"GET http://a:b:c/ HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET http://x HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    (s1, _, b1), (s2, _, _), (s3, _, _) = reader.responses(3)
+    assert s1 == 400 and "request target" in orjson.loads(b1)["error"]
+    assert s2 == 404  # an absolute URL without a path asks for "/"
+    assert s3 == 200

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
@@ -36,6 +37,8 @@ import httptools
 from kiln.serve.codecs.v2_json import encode_error
 from kiln.serve.protocols.http import Response
 from kiln.serve.protocols.http_app import Admitted, HttpApp
+
+log = logging.getLogger("kiln.serve.http")
 
 #: Largest request line plus headers accepted, in bytes (Triton: 16 KiB).
 MAX_HEADER_BYTES = 16 << 10
@@ -129,6 +132,8 @@ class HttpConnection(asyncio.Protocol):
                 self._stop(Response(431, encode_error(
                     f"request headers exceed the limit of {self.max_header_bytes} bytes")))
             else:  # a fault of ours while parsing: never leave the connection half-read
+                log.error("internal error while reading a request from %s", self.client,
+                          exc_info=True)
                 self._stop(Response(500, encode_error("internal error while reading the "
                                                       "request")))
         except httptools.HttpParserError as exc:
@@ -186,8 +191,10 @@ class HttpConnection(asyncio.Protocol):
             self._step = Response(503, encode_error(
                 f"too many connections (limit {self.max_connections}, --http-max-connections)"),
                 headers=[(b"retry-after", b"1")])
+        elif (path := _path(self._url)) is None:
+            self._step = Response(400, encode_error(
+                f"malformed request target '{self._url[:200].decode('latin-1')}'"))
         else:
-            path = unquote(httptools.parse_url(self._url).path.decode("latin-1"))
             self._step = self.app.admit(self.parser.get_method().decode("latin-1"), path,
                                         headers, self.client)
         expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
@@ -321,6 +328,15 @@ class HttpConnection(asyncio.Protocol):
             self._schedule(self._expires)
         else:
             self._close()
+
+
+def _path(target: bytes) -> str | None:
+    """The decoded path of a request target (origin or absolute form), None if malformed."""
+    try:
+        path = httptools.parse_url(target).path
+    except httptools.HttpParserInvalidURLError:
+        return None
+    return unquote(path.decode("latin-1")) if path else "/"
 
 
 def _encode(response: Response, *, close: bool, head_only: bool) -> bytes | list[bytes]:
