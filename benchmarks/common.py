@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import orjson
-from tests.server import kiln_serve
+from tests.server import kiln_serve, stop_process, unused_port
 
 from benchmarks.peers.ort_session import session as ort_session
 from kiln.serve.codecs.binary import encode_tensor
@@ -54,6 +54,35 @@ def kiln_server(repo: Path, *args: str, pin_cpu: int | None,
     with kiln_serve(repo, *args, command_prefix=prefix, client=client) as process:
         yield Server(process.process.pid, process.http_port, process.grpc_port,
                      process.metrics_port)
+
+
+@contextlib.contextmanager
+def kiln_baseline_server(repo: Path, source: Path, *, pin_cpu: int | None) -> Iterator[Server]:
+    """kiln run from another checkout's ``source`` folder (``<checkout>/src``), to measure a
+    change against the code before it in one run. NOTE: older kiln has no --address-file,
+    so its ports are chosen here (another process could take one in between)."""
+    import httpx
+
+    ports = [unused_port() for _ in range(3)]
+    prefix = ["taskset", "-c", str(pin_cpu)] if pin_cpu is not None else []
+    command = [*prefix, sys.executable, "-m", "kiln.cli.main", "serve", str(repo),
+               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+               "--metrics-port", str(ports[2])]
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the baseline kiln from {source} did not start")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/health/ready").status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield Server(process.pid, ports[0], ports[1], ports[2])
+    finally:
+        stop_process(process)
 
 
 def _stat(pid: int | str) -> list[str]:

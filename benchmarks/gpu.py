@@ -62,11 +62,11 @@ from tests.server import KilnProcess, kiln_serve
 import kiln
 from kiln.bench import BenchOptions, open_target, run
 from kiln.bench.results import LoadPoint
+from kiln.repository.config import ModelConfig, load_yaml_config
+from kiln.repository.pbtxt import load_pbtxt_config
 from kiln.runtime import ModelArtifact
 from kiln.runtime.onnx import OnnxRuntimeBackend, OnnxSession
-from kiln.serve.model import session_options
-from kiln.serve.repository.config import ModelConfig, load_yaml_config
-from kiln.serve.repository.pbtxt import load_pbtxt_config
+from kiln.serve.core.model import session_options
 from kiln.tensors import TensorDict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from typing import Any
 import uvicorn
 
 from kiln.errors import KilnError
-from kiln.serve.codecs.v2_json import encode_error
 from kiln.serve.protocols.http import (
     Request,
     Route,
     check_declared_size,
     decode_body,
+    encode_error,
     receive_body,
 )
 from kiln.serve.protocols.http_app import HttpApp, error_response
@@ -66,7 +66,7 @@ async def _uvicorn(app: Any, host: str, port: int, stop: asyncio.Event, protocol
         app, host=host, port=port, http=protocol, loop="none", lifespan="off", access_log=False,
         log_config=None, server_header=False, date_header=False, timeout_keep_alive=30)
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server._serve())
+    task = asyncio.create_task(server.serve())
     await stop.wait()
     server.should_exit = True
     await task

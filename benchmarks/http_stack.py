@@ -35,7 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server import free_port, stop_process
+from tests.server import stop_process, unused_port
 
 from benchmarks.common import LoadResult, run_wrk, v2_bodies
 from benchmarks.models import MODELS
@@ -89,7 +89,7 @@ class StackProcess:
 
 @contextlib.contextmanager
 def stack_process(name: str, repo: Path, log_dir: Path) -> Iterator[StackProcess]:
-    port = free_port()
+    port = unused_port()
     command = ["taskset", "-c", "0", sys.executable, __file__, "--serve", name,
                "--repo", str(repo), "--port", str(port)]
     with open(log_dir / f"{name}.log", "wb") as log:

@@ -36,7 +36,7 @@ from tests.server import KilnProcess, kiln_serve
 
 from benchmarks.common import LoadResult, run_wrk, v2_bodies
 from benchmarks.models import MODELS
-from kiln.serve.statistics import ModelStats
+from kiln.serve.core.statistics import ModelStats
 
 
 @contextlib.contextmanager

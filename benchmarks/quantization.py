@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tests.optimize.cnn import export_cnn, train_cnn
 from tests.sentences import sentences
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.optimize import CalibrationData, QuantizeOptions, Recipe, quantize
 from kiln.optimize.api import model_signature
 from kiln.optimize.evaluate import Evaluator

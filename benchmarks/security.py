@@ -28,10 +28,12 @@ from tests.models import mlp_model
 
 from benchmarks.common import kiln_server, run_wrk, v2_bodies
 from benchmarks.models import MODELS
-from kiln.serve.repository.artifacts import ArtifactPolicy
-from kiln.serve.repository.encryption import encrypt_file
-from kiln.serve.repository.integrity import sha256_file
-from kiln.serve.repository.model_keys import KeyRing, new_key_line
+from kiln.repository.encryption import encrypt_file
+from kiln.repository.files import ArtifactPolicy, VersionFolder
+from kiln.repository.manifest import sha256_file
+from kiln.repository.model_keys import KeyRing, new_key_line
+from kiln.runtime import SessionOptions
+from kiln.runtime.onnx import OnnxRuntimeBackend
 
 
 def serving(args: argparse.Namespace, work: Path) -> None:
@@ -93,9 +95,14 @@ def loading(args: argparse.Namespace, work: Path) -> None:
         f'{{"files": {{"model.onnx": {{"sha256": "{digest}", "bytes": {size}}}}}}}')
     encrypt_file(folders["plain"] / "model.onnx", folders["encrypted"] / "model.onnx.kiln-enc",
                  keys)
-    policy = ArtifactPolicy(keys=keys)
-    ms = {name: _median_ms(lambda f=folder, n=name: policy.read(f, "model.onnx", binding=n),
-                           args.repeats) for name, folder in folders.items()}
+    policy, backend = ArtifactPolicy(keys=keys), OnnxRuntimeBackend()
+
+    def admit(folder: Path, name: str) -> object:
+        files = VersionFolder(folder, binding=name, policy=policy)
+        return backend.admit(files, "model.onnx", SessionOptions())
+
+    ms = {name: _median_ms(lambda f=folder, n=name: admit(f, n), args.repeats)
+          for name, folder in folders.items()}
     mb = len(data) / 1e6
     for name, value in ms.items():
         print(f"loading {mb:6.1f} MB {name:9} {value:8.1f} ms  (x{value / ms['plain']:5.2f})")

@@ -5,6 +5,9 @@ Runtime, and next to peer servers, measured side by side in one run.
     python benchmarks/serving.py --models minilm --concurrency 1,16
     bash benchmarks/peers/setup.sh                     # once, for the peer targets
     python benchmarks/serving.py --models tiny --targets http-json,http-binary,pytriton-http
+    git worktree add /tmp/kiln-before HEAD~1           # a change against the code before it
+    python benchmarks/serving.py --baseline /tmp/kiln-before/src \
+        --targets http-binary,grpc,base-http-binary,base-grpc
 
 HTTP load comes from wrk (``apt-get install wrk``), which costs 15-50 us of CPU per
 request; gRPC load from a grpc.aio client in its own process. Each point reports
@@ -43,6 +46,7 @@ from benchmarks.common import (
     Server,
     in_process_best,
     in_process_sequential,
+    kiln_baseline_server,
     kiln_server,
     process_tree,
     run_grpc_load,
@@ -56,7 +60,8 @@ from benchmarks.peers.launch import pytriton_server, require_peers, torchserve_s
 TARGETS = {"http-json": ("kiln", "json"), "http-binary": ("kiln", "binary"),
            "grpc": ("kiln", "grpc"), "pytriton-http": ("pytriton", "json"),
            "pytriton-binary": ("pytriton", "binary"), "pytriton-grpc": ("pytriton", "grpc"),
-           "torchserve-http": ("torchserve", "json")}
+           "torchserve-http": ("torchserve", "json"), "base-http-json": ("base", "json"),
+           "base-http-binary": ("base", "binary"), "base-grpc": ("base", "grpc")}
 #: How to start each peer (benchmarks/peers/launch.py).
 PEERS = {"pytriton": pytriton_server, "torchserve": torchserve_server}
 
@@ -80,14 +85,20 @@ def _median(results: list[LoadResult], attr: str) -> float:
 
 
 @contextlib.contextmanager
-def _servers(model: BenchModel, targets: list[str], work: Path,
-             pin: bool) -> Iterator[dict[str, Server]]:
-    """kiln and every peer that ``targets`` name, all serving ``model`` until the block ends."""
+def _servers(model: BenchModel, targets: list[str], work: Path, pin: bool,
+             baseline: Path | None) -> Iterator[dict[str, Server]]:
+    """kiln and every peer that ``targets`` name, all serving ``model`` until the block ends
+    (``base``: kiln from the ``baseline`` source folder)."""
     wanted = {TARGETS[t][0] for t in targets}
     with contextlib.ExitStack() as stack:
         servers = {"kiln": stack.enter_context(
             kiln_server(work / "repo", pin_cpu=0 if pin else None))}
-        for peer in sorted(wanted - {"kiln"}):
+        if "base" in wanted:
+            if baseline is None:
+                raise SystemExit("the base-* targets need --baseline SRC_DIR")
+            servers["base"] = stack.enter_context(kiln_baseline_server(
+                work / "repo", baseline, pin_cpu=0 if pin else None))
+        for peer in sorted(wanted - {"kiln", "base"}):
             servers[peer] = stack.enter_context(PEERS[peer](
                 model.path, model.name, intra_op_threads=model.intra_op_threads, work=work,
                 pin_cpu=0 if pin else None))
@@ -99,7 +110,7 @@ def bench_model(model: BenchModel, args: argparse.Namespace, work: Path) -> list
     bodies = v2_bodies(model.name, model.inputs(1))
     points: list[Point] = []
     pin = model.overhead_dominated and (os.cpu_count() or 1) >= 2
-    with _servers(model, args.targets, work, pin) as servers:
+    with _servers(model, args.targets, work, pin, args.baseline) as servers:
         for server in servers.values():  # JIT (TorchServe's Java), caches, lazy set-up
             run_wrk(f"http://127.0.0.1:{server.http_port}/v2/models/{model.name}/infer",
                     bodies[0], 16, args.warmup, server.pid)
@@ -129,7 +140,7 @@ def bench_model(model: BenchModel, args: argparse.Namespace, work: Path) -> list
 
 #: Servers that survive being stopped for a while. PyTriton does not: its Python side and
 #: the Triton server check on each other, and one stopped for seconds ends the other.
-PAUSABLE = {"kiln", "torchserve"}
+PAUSABLE = {"kiln", "base", "torchserve"}
 
 
 @contextlib.contextmanager
@@ -203,7 +214,7 @@ def versus_peers(points: list[Point]) -> str:
             groups.setdefault((p.model, p.concurrency), []).append(p)
     for (model, c), group in groups.items():
         kiln = [p for p in group if TARGETS[p.target][0] == "kiln"]
-        peers = [p for p in group if TARGETS[p.target][0] != "kiln"]
+        peers = [p for p in group if TARGETS[p.target][0] not in ("kiln", "base")]
         if not kiln or not peers:
             continue
         k = max(kiln, key=lambda p: p.inf_per_s)
@@ -223,7 +234,7 @@ def _parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the HTTP targets and the warm-up: apt-get install wrk")
-    for peer in {TARGETS[t][0] for t in args.targets} - {"kiln"}:
+    for peer in {TARGETS[t][0] for t in args.targets} - {"kiln", "base"}:
         require_peers(peer)
     return args
 
@@ -239,6 +250,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of load on each server before the first point")
     parser.add_argument("--json", type=Path, help="also write the points as JSON here")
+    parser.add_argument("--baseline", type=Path, metavar="SRC_DIR",
+                        help="another checkout's src/ folder, served for the base-* targets")
     args = _parse(parser)
     points: list[Point] = []
     started = time.time()

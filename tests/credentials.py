@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kiln.serve import keys as store
+from kiln.serve.security import keys as store
 
 
 def make_keys(path: Path, *specs: tuple[list[str], list[str] | None]) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-from tests.server import free_port
+from tests.server import unused_port
 
 from benchmarks.common import Server, process_tree
 
@@ -101,10 +101,10 @@ def pytriton_server(model_path: Path, name: str, *, intra_op_threads: int, work:
     require_peers("pytriton")
     folder = work / "pytriton"
     folder.mkdir(parents=True)
-    server = Server(pid=0, http_port=free_port(), grpc_port=free_port())
+    server = Server(pid=0, http_port=unused_port(), grpc_port=unused_port())
     command = [*_pin(pin_cpu), str(BIN / "python"), str(HERE / "pytriton_server.py"),
                str(model_path), "--name", name, "--http-port", str(server.http_port),
-               "--grpc-port", str(server.grpc_port), "--metrics-port", str(free_port()),
+               "--grpc-port", str(server.grpc_port), "--metrics-port", str(unused_port()),
                "--intra-op-threads", str(intra_op_threads),
                "--workspace", str(folder / "workspace")]
     # NOTE: Triton's /v2/health/ready is 200 before PyTriton binds the model: wait for it.
@@ -141,13 +141,13 @@ def torchserve_server(model_path: Path, name: str, *, intra_op_threads: int, wor
     folder = work / "torchserve"
     folder.mkdir(parents=True)
     store = _torchserve_archive(model_path, name, intra_op_threads, folder)
-    server = Server(pid=0, http_port=free_port(), grpc_port=free_port())
-    management = free_port()
+    server = Server(pid=0, http_port=unused_port(), grpc_port=unused_port())
+    management = unused_port()
     (folder / "config.properties").write_text("\n".join([
         f"inference_address=http://127.0.0.1:{server.http_port}",
         f"management_address=http://127.0.0.1:{management}",
-        f"metrics_address=http://127.0.0.1:{free_port()}",
-        f"grpc_inference_port={server.grpc_port}", f"grpc_management_port={free_port()}",
+        f"metrics_address=http://127.0.0.1:{unused_port()}",
+        f"grpc_inference_port={server.grpc_port}", f"grpc_management_port={unused_port()}",
         f"model_store={store}", f"load_models={name}.mar",
         "disable_token_authorization=true", "install_py_dep_per_model=false", ""]))
     command = [*_pin(pin_cpu), str(BIN / "torchserve"), "--start", "--foreground", "--ncs",

@@ -6,6 +6,8 @@ Every error kiln raises on purpose is a ``KilnError`` carrying a transport-neutr
 
     KilnError
      ├── InvalidArgument     bad request data: 400 / INVALID_ARGUMENT
+     │    ├── ConfigError     a configuration file or setting is invalid
+     │    └── InvalidModel    a model folder or file cannot be served as it is
      ├── NotFound            unknown model, version or tensor: 404 / NOT_FOUND
      ├── Unavailable         not ready, shutting down, timed out: 503 / UNAVAILABLE
      ├── Overloaded          the model's queue is full: 503 + Retry-After / UNAVAILABLE
@@ -85,7 +87,15 @@ class InternalError(KilnError):
     kind = ErrorKind.INTERNAL
 
 
-class ConfigError(KilnError):
+class ConfigError(InvalidArgument):
     """A configuration file or setting is invalid; the message names the file, field and fix."""
 
-    kind = ErrorKind.INVALID_ARGUMENT
+
+class InvalidModel(InvalidArgument):
+    """A model folder or file cannot be served as it is (not ONNX, links out of its folder,
+    fails its manifest, cannot be decrypted, ...); the message names the file and why."""
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """How ``exc`` is reported: its kind, or ``INTERNAL`` for anything not raised on purpose."""
+    return exc.kind if isinstance(exc, KilnError) else ErrorKind.INTERNAL

@@ -29,7 +29,8 @@ def _bfloat16() -> np.dtype | None:
         import ml_dtypes
     except ImportError:  # pragma: no cover - ml_dtypes ships with onnx
         return None
-    return np.dtype(ml_dtypes.bfloat16)
+    bfloat16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return bfloat16
 
 
 class DataType(enum.Enum):

@@ -17,7 +17,7 @@ from kiln.bench import BenchReport
 from kiln.cli.main import main
 from kiln.examples.digits import INPUT, LABEL, load_split
 from kiln.serve.settings import bundled_repository
-from tests.server import free_port
+from tests.server import unused_port
 
 MODEL = bundled_repository() / "digits" / "1" / "model.onnx"
 CHROMIUM = "/usr/bin/chromium"
@@ -127,8 +127,8 @@ def test_cli_errors_name_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
     assert "name the model with --model" in capsys.readouterr().err
     assert main(["bench", "no-such-model.onnx"]) == 2
     assert "neither a model file nor a URL" in capsys.readouterr().err
-    assert main(["bench", f"grpc://127.0.0.1:{free_port()}", "-m", "digits",
+    assert main(["bench", f"grpc://127.0.0.1:{unused_port()}", "-m", "digits",
                  "--timeout", "2"]) == 2
     assert "metadata" in capsys.readouterr().err
-    assert main(["bench", f"http://127.0.0.1:{free_port()}", "-m", "digits"]) == 2
+    assert main(["bench", f"http://127.0.0.1:{unused_port()}", "-m", "digits"]) == 2
     assert "cannot connect" in capsys.readouterr().err

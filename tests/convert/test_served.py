@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import tritonclient.http as httpclient
 
-from kiln.serve.repository.config import load_yaml_config
+from kiln.repository.config import load_yaml_config
 from tests.convert.trained import to_784
 from tests.server import KilnProcess
 

@@ -16,11 +16,11 @@ from kiln.convert import ConversionError, ConversionResult, SourceInfo, Toleranc
 from kiln.convert.graph import rename_values
 from kiln.convert.inputs import InputSet, export_sample, generate, parity_sets, parse_tensor_spec
 from kiln.convert.parity import check_parity
-from kiln.convert.repository import build_config, config_yaml
 from kiln.errors import ConfigError, InvalidArgument
+from kiln.repository.autocomplete import config_for
+from kiln.repository.config import dump_yaml, load_yaml_config
 from kiln.runtime.base import ModelArtifact, SessionOptions
 from kiln.runtime.onnx import OnnxRuntimeBackend, OnnxSession
-from kiln.serve.repository.config import load_yaml_config
 from kiln.tensors import DataType, Signature, TensorSpec
 from tests.models import OPSET, add_sub_model
 
@@ -150,7 +150,7 @@ def test_repository_version_config_and_manifest(tmp_path: Path) -> None:
                                                 "bytes": len(data)}}
     assert manifest["format"] == "kiln-manifest/1"
     assert sorted(p.name for p in (tmp_path / "add_sub").iterdir()) == ["1", "config.yaml"]
-    with pytest.raises(ConversionError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists"):
         result.save_to_repository(tmp_path, name="add_sub", version=1)
     (tmp_path / "add_sub" / "config.yaml").write_text("max_batch_size: 0\n")
     result.save_to_repository(tmp_path, name="add_sub", version=2)
@@ -168,8 +168,8 @@ def test_model_file_and_config_without_batch(tmp_path: Path) -> None:
     assert list(manifest["files"]) == ["add_sub.onnx"] and "model" not in manifest
     onnx.checker.check_model(onnx.load(path))
     fixed = Signature(inputs=(TensorSpec("x", DataType.FP32, (2, 4)),), outputs=())
-    config = build_config(fixed, name="m", max_batch_size=None)
+    config = config_for(fixed, name="m", max_batch_size=None)
     assert config.max_batch_size == 0 and config.dynamic_batching is None
-    assert b"dims:\n  - 2\n  - 4" in config_yaml(config)
-    with pytest.raises(ConversionError, match="x have a fixed one"):
-        build_config(fixed, name="m", max_batch_size=8)
+    assert b"dims:\n  - 2\n  - 4" in dump_yaml(config)
+    with pytest.raises(ConfigError, match="x have a fixed one"):
+        config_for(fixed, name="m", max_batch_size=8)

@@ -18,9 +18,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from kiln.errors import ConfigError
+from kiln.repository.model_keys import write_key_file
 from kiln.serve.app import KilnServer
-from kiln.serve.keys import new_key
-from kiln.serve.repository.model_keys import write_key_file
+from kiln.serve.security.keys import new_key
 from kiln.serve.settings import ServerSettings
 from tests.credentials import make_keys
 from tests.models import add_sub_model, identity_model, save

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from kiln.serve.repository.encryption import SUFFIX, encrypt_file, read_header
-from kiln.serve.repository.model_keys import KeyRing, write_key_file
+from kiln.repository.encryption import SUFFIX, encrypt_file, read_header
+from kiln.repository.model_keys import KeyRing, write_key_file
 from tests.models import mlp_model, save
 from tests.server import KilnProcess, kiln_serve
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from kiln.serve.metrics import gpu_collector
+from kiln.serve.observability.metrics import gpu_collector
 from tests.models import add_sub_model, mlp_model, save
 from tests.server import KilnProcess, kiln_serve
 

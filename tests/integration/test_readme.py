@@ -11,7 +11,7 @@ import httpx
 import orjson
 import yaml
 
-from kiln.serve.repository.config import ModelConfig
+from kiln.repository.config import ModelConfig
 from tests.server import KilnProcess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -20,9 +20,12 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
     serve, test = blocks[0].strip(), blocks[1].strip()
-    assert serve.endswith("kiln serve") and "pytest" in test
+    assert serve.endswith("kiln serve") and test.endswith("scripts/check")
     ci = (README.parent / ".ci" / "run").read_text()
     assert test in ci
+    check = (README.parent / "scripts" / "check").read_text()
+    for step in ("ruff", "mypy", "lint-imports", "pytest"):
+        assert step in check
 
 
 def test_curl_example_gives_the_answer_shown(example_server: KilnProcess) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.examples.digits import load_split
 from kiln.tensors import Signature
 from tests.sentences import sentences

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.optimize import CalibrationData, QuantizeOptions, Recipe, quantize
 from kiln.optimize.api import model_signature
 

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.optimize import CalibrationData, QuantizeOptions, Recipe, quantize
 from kiln.optimize.api import model_signature
 from tests.models import mlp_model

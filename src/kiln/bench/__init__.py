@@ -8,7 +8,7 @@
 Targets (``kiln.bench.targets``): a model file run in-process, KServe V2 over HTTP (JSON or
 binary tensors) or gRPC, and TF Serving REST. Load (``kiln.bench.load``): closed loop at
 concurrency levels, open loop at request rates. Accuracy and agreement with a reference
-(``kiln.bench.accuracy``). Results (``kiln.bench.results``) round-trip through JSON; the
+(``kiln.data.metrics``). Results (``kiln.bench.results``) round-trip through JSON; the
 report (``kiln.bench.report``) is rich tables in the terminal and a self-contained HTML page.
 """
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln import __version__
-from kiln.bench import inputs
-from kiln.bench.accuracy import accuracy, agreement, collect
+from kiln.bench.collect import collect
 from kiln.bench.load import NoProgress, Plan, Progress, closed_loop, open_loop
 from kiln.bench.results import BenchReport, LoadPoint, TargetResult, TensorInfo
 from kiln.bench.targets import Target, open_target
+from kiln.data import inputs
+from kiln.data.metrics import accuracy, agreement
 from kiln.errors import InvalidArgument
 from kiln.tensors import Signature, TensorDict, TensorSpec
 
@@ -115,7 +116,7 @@ async def _run(items: list[str | Target], options: BenchOptions,
                progress: Progress) -> BenchReport:
     dataset: inputs.Dataset | None = None
     expected: TensorDict | None = None
-    results = []
+    results: list[TargetResult] = []
     targets = [_open(item, options) for item in items]  # a wrong spec fails before any load
     for target in targets:
         try:

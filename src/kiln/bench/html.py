@@ -6,7 +6,8 @@ from __future__ import annotations
 from html import escape
 
 from kiln.bench.plots import PLOTS
-from kiln.bench.report import (
+from kiln.bench.results import BenchReport
+from kiln.bench.tables import (
     ACCURACY_COLUMNS,
     AGREEMENT_COLUMNS,
     CLIENT_CORES,
@@ -16,7 +17,6 @@ from kiln.bench.report import (
     agreement_rows,
     load_rows,
 )
-from kiln.bench.results import BenchReport
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem;

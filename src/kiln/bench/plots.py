@@ -4,33 +4,14 @@ state."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
-from kiln.bench.report import point_name, size_text
 from kiln.bench.results import BenchReport, LoadPoint, TargetResult
+from kiln.bench.tables import point_name
+from kiln.plots import figure, size_text, svg
 
-_INSTALL = "the HTML report draws with matplotlib: pip install 'kiln-ml[bench]'"
 _PERCENTILES = (("p50", "-"), ("p90", "--"), ("p99", ":"))
-
-
-def _figure(width: float = 9.0, height: float = 4.5) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(_INSTALL) from None
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _svg(figure: Any) -> str:
-    import matplotlib
-
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "kiln"}):
-        figure.savefig(buffer, format="svg")
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]
 
 
 def _closed(target: TargetResult) -> list[LoadPoint]:
@@ -66,11 +47,11 @@ def _per_load(report: BenchReport, pick: Callable[[TargetResult], list[LoadPoint
     series = [(t, points) for t, points in series if points]
     if not series:
         return None
-    figure = _figure()
-    axes = figure.add_subplot()
+    drawing = figure()
+    axes = drawing.add_subplot()
     levels: set[float] = set()
     for index, (target, points) in enumerate(series):
-        x = [p.concurrency if p.mode == "closed" else p.rate for p in points]
+        x = [float(p.concurrency if p.mode == "closed" else p.rate or 0) for p in points]
         levels.update(x)
         draw(axes, target.label, f"C{index}", x, points)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title, yscale=yscale)
@@ -82,7 +63,7 @@ def _per_load(report: BenchReport, pick: Callable[[TargetResult], list[LoadPoint
     axes.set_xticks([], minor=True)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
-    return _svg(figure)
+    return svg(drawing)
 
 
 def _latency_lines(axes: Any, label: str, colour: str, x: list[float],
@@ -103,9 +84,9 @@ def latency_histograms(report: BenchReport) -> str | None:
     targets = [t for t in report.targets if any(p.histogram for p in t.points)]
     if not targets:
         return None
-    figure = _figure(9.0, 2.8 * len(targets))
+    drawing = figure(9.0, 2.8 * len(targets))
     for row, target in enumerate(targets):
-        axes = figure.add_subplot(len(targets), 1, row + 1)
+        axes = drawing.add_subplot(len(targets), 1, row + 1)
         for point in target.points:
             if point.histogram is None:
                 continue
@@ -115,8 +96,8 @@ def latency_histograms(report: BenchReport) -> str | None:
         axes.set(xscale="log", title=target.label, ylabel="% of requests")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-    figure.axes[-1].set_xlabel("latency (ms)")
-    return _svg(figure)
+    drawing.axes[-1].set_xlabel("latency (ms)")
+    return svg(drawing)
 
 
 def tradeoff(report: BenchReport) -> str | None:
@@ -130,20 +111,20 @@ def tradeoff(report: BenchReport) -> str | None:
             rows.append((target, quality, speed))
     if len(rows) < 2:
         return None
-    figure = _figure(9.0, 5.0)
-    axes = figure.add_subplot()
+    drawing = figure(9.0, 5.0)
+    axes = drawing.add_subplot()
     largest = max((t.size_bytes or 0 for t, _, _ in rows), default=0) or 1
-    for index, (target, (quality, _metric), speed) in enumerate(rows):
+    for index, (target, (score, _metric), speed) in enumerate(rows):
         area = 60 + 900 * (target.size_bytes or 0) / largest
-        axes.scatter([speed], [quality], s=area, color=f"C{index}", alpha=0.6)
-        axes.annotate(f"{target.label}\n{size_text(target.size_bytes)}", (speed, quality),
+        axes.scatter([speed], [score], s=area, color=f"C{index}", alpha=0.6)
+        axes.annotate(f"{target.label}\n{size_text(target.size_bytes)}", (speed, score),
                       textcoords="offset points", xytext=(8, 8), fontsize="small")
     metric = rows[0][1][1]
     axes.set(xlabel="best throughput (inferences / s)", ylabel=metric, xscale="log",
              title="Accuracy vs size vs speed (marker area = model size)")
     axes.margins(0.25)
     axes.grid(True, alpha=0.3)
-    return _svg(figure)
+    return svg(drawing)
 
 
 def _quality(target: TargetResult) -> tuple[float, str] | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kiln.data.metrics import Accuracy, Agreement
+
 
 class _Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,31 +88,6 @@ class LoadPoint(_Result):
     send_lag_p99_ms: float | None = None
     #: The first error message seen, to say what went wrong.
     first_error: str | None = None
-
-
-class Accuracy(_Result):
-    """Classification accuracy against labels."""
-
-    output: str
-    samples: int
-    top1: float
-    #: Top-k accuracy by k (only for score outputs with more than k classes).
-    topk: dict[int, float] = Field(default_factory=dict)
-
-
-class Agreement(_Result):
-    """How close one output is to the reference model's same output (the error metrics are
-    ``None`` for integer, boolean and string outputs)."""
-
-    output: str
-    samples: int
-    #: Fraction of samples whose row equals the reference's exactly (labels, argmax).
-    exact_match: float
-    max_abs_error: float | None = None
-    mean_abs_error: float | None = None
-    #: Mean and lowest cosine similarity of a sample's output row to the reference row.
-    cosine_mean: float | None = None
-    cosine_min: float | None = None
 
 
 class TensorInfo(_Result):

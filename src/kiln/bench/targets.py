@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from kiln.errors import ErrorKind, InvalidArgument, KilnError
-from kiln.runtime import ModelArtifact, SessionOptions, get_backend
+from kiln.runtime import BackendTable, ModelArtifact, SessionOptions
 from kiln.runtime.base import Session
 from kiln.tensors import Signature, TensorDict
 
@@ -101,7 +101,7 @@ class OnnxTarget:
         self._session: Session | None = None
 
     async def open(self) -> Signature:
-        self._session = get_backend("onnxruntime").load(ModelArtifact(path=self.path),
+        self._session = BackendTable().get("onnxruntime").load(ModelArtifact(path=self.path),
                                                         self._options)
         return self._session.signature
 

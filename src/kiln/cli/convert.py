@@ -135,9 +135,12 @@ def _write(args: argparse.Namespace, result: Any) -> Path:
 
 
 def _manifest_path(args: argparse.Namespace, target: Path) -> Path:
+    from kiln.repository.manifest import MANIFEST_NAME
+    from kiln.repository.write import file_manifest_path
+
     if args.repository is not None:
-        return target.parent / "manifest.json"
-    return target.with_name(target.name + ".manifest.json")
+        return target.parent / MANIFEST_NAME
+    return file_manifest_path(target)
 
 
 def _failed(args: argparse.Namespace, console: Any, exc: KilnError) -> int:

@@ -27,8 +27,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.serve.repository.encryption import SUFFIX, encrypt_file
-    from kiln.serve.repository.model_keys import KeyRing
+    from kiln.repository.encryption import SUFFIX, encrypt_file
+    from kiln.repository.manifest import MANIFEST_NAME
+    from kiln.repository.model_keys import KeyRing
+    from kiln.repository.write import replace_file_entry
 
     output: Path = args.output or args.model.with_name(args.model.name + SUFFIX)
     try:
@@ -39,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
             raise KilnError("--chunk-bytes must be between 1024 and 268435456")
         encrypt_file(args.model, output, keys, binding=args.bind or "",
                      chunk_size=args.chunk_bytes)
-        _update_manifest(output.parent / "manifest.json", args.model.name, output)
+        manifest = output.parent / MANIFEST_NAME
+        if replace_file_entry(manifest, args.model.name, output):
+            print(f"{manifest}: entry {args.model.name} replaced by {output.name} and its "
+                  "sha256", file=sys.stderr)
     except (KilnError, OSError) as exc:
         message = exc.message if isinstance(exc, KilnError) else str(exc)
         print(f"kiln encrypt: {message}", file=sys.stderr)
@@ -47,22 +52,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"{output} written with model key {keys.primary}; remove {args.model.name} from "
           "the model repository (a version holding both is refused)")
     return 0
-
-
-def _update_manifest(path: Path, plain_name: str, output: Path) -> None:
-    import orjson
-
-    from kiln.serve.repository.integrity import sha256_file
-
-    if not path.is_file():
-        return
-    manifest = orjson.loads(path.read_bytes())
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or plain_name not in files:
-        return
-    digest, size = sha256_file(output)
-    del files[plain_name]
-    files[output.name] = {"sha256": digest, "bytes": size}
-    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"{path}: entry {plain_name} replaced by {output.name} and its sha256",
-          file=sys.stderr)

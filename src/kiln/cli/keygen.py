@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.serve.repository.model_keys import write_key_file
+    from kiln.repository.model_keys import write_key_file
 
     try:
         key_id = write_key_file(args.key_file)

@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.serve import keys as store
+    from kiln.serve.security import keys as store
 
     try:
         current = store.load_or_empty(args.keys_file)

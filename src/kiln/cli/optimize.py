@@ -162,7 +162,7 @@ def _recipe(args: argparse.Namespace) -> Any:
 
 
 def _data(args: argparse.Namespace) -> tuple[Any, Any]:
-    from kiln.bench import inputs
+    from kiln.data import inputs
     from kiln.optimize import CalibrationData
     from kiln.optimize.api import model_signature
 

@@ -12,10 +12,16 @@ only when a model needs it. ``kiln.convert.minilm`` converts the bundled MiniLM-
 sentence-transformer.
 """
 
-from kiln.convert.base import CONVERTERS, ConversionError, ParityError, SourceInfo
+from kiln.convert.base import CONVERTERS, ConversionError, SourceInfo
 from kiln.convert.core import DEFAULT_BATCH_SIZES, DEFAULT_OPSET, ConversionResult, convert
 from kiln.convert.inputs import parse_tensor_spec
-from kiln.convert.parity import DEFAULT_TOLERANCES, OutputParity, ParityReport, Tolerance
+from kiln.convert.parity import (
+    DEFAULT_TOLERANCES,
+    OutputParity,
+    ParityError,
+    ParityReport,
+    Tolerance,
+)
 
 __all__ = [
     "CONVERTERS",

@@ -32,8 +32,6 @@ from kiln.tensors import TensorDict, TensorSpec
 if TYPE_CHECKING:
     import onnx
 
-    from kiln.convert.parity import ParityReport
-
 #: Runs the original model: inputs by name -> outputs in the ONNX model's output order.
 Reference = Callable[[TensorDict], list[np.ndarray]]
 
@@ -42,14 +40,6 @@ class ConversionError(KilnError):
     """A model could not be converted; the message names the part and what to do."""
 
     kind = Unimplemented.kind
-
-
-class ParityError(ConversionError):
-    """The ONNX model's results differ from the original's beyond the tolerances."""
-
-    def __init__(self, message: str, report: ParityReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True, slots=True)

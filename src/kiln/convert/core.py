@@ -12,9 +12,9 @@ and nothing is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,13 +23,15 @@ from kiln.convert.base import (
     ConversionError,
     ExportRequest,
     FrameworkConverter,
-    ParityError,
     SourceInfo,
     get_converter,
 )
 from kiln.convert.inputs import check_examples, export_sample, name_examples, parity_sets
-from kiln.convert.parity import ParityReport, Tolerance, check_parity
+from kiln.convert.parity import ParityError, ParityReport, Tolerance, check_parity
 from kiln.errors import KilnError
+from kiln.repository.autocomplete import config_for
+from kiln.repository.manifest import MANIFEST_NAME, build_manifest, manifest_json
+from kiln.repository.write import MODEL_FILE, publish_version, write_model_file
 from kiln.runtime.base import ModelArtifact, Session, SessionOptions
 from kiln.tensors import DataType, Signature, TensorSpec
 
@@ -56,19 +58,31 @@ class ConversionResult:
     def model_bytes(self) -> bytes:
         return bytes(self.model.SerializeToString())
 
+    def provenance(self) -> dict[str, Any]:
+        """The manifest sections that say where the model came from and how close it is."""
+        return {"source": asdict(self.source),
+                "onnx": {"opset": self.opset, "ir_version": int(self.model.ir_version)},
+                "parity": self.parity.as_dict()}
+
     def save(self, path: Path) -> Path:
         """Write the model to ``path`` and its manifest to ``<path>.manifest.json``."""
-        from kiln.convert.manifest import write_model_file
-
-        return write_model_file(self, Path(path))
+        path, data = Path(path), self.model_bytes()
+        manifest = build_manifest({path.name: data}, signature=self.signature,
+                                  sections=self.provenance())
+        return write_model_file(path, data, manifest)
 
     def save_to_repository(self, repository: Path, *, name: str, version: int = 1,
                            max_batch_size: int | None = None, overwrite: bool = False) -> Path:
-        """Write ``repository/name/version/model.onnx`` + manifest, and ``config.yaml``."""
-        from kiln.convert.repository import write_version
-
-        return write_version(self, Path(repository), name=name, version=version,
-                             max_batch_size=max_batch_size, overwrite=overwrite)
+        """Write ``repository/name/version/model.onnx`` + manifest, and ``config.yaml``;
+        returns the version folder."""
+        config = config_for(self.signature, name=name, max_batch_size=max_batch_size)
+        data = self.model_bytes()
+        manifest = build_manifest({MODEL_FILE: data}, signature=self.signature,
+                                  model=(name, version), sections=self.provenance())
+        return publish_version(Path(repository), name=name, version=version,
+                               signature=self.signature, config=config,
+                               files={MODEL_FILE: data, MANIFEST_NAME: manifest_json(manifest)},
+                               overwrite=overwrite)
 
 
 def convert(model: object, *, example_inputs: object = None,

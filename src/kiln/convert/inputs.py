@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kiln.convert.base import ConversionError, to_numpy
 from kiln.errors import InvalidArgument
 from kiln.tensors import DataType, TensorDict, TensorSpec, format_shape
 
@@ -49,7 +50,6 @@ def parse_tensor_spec(text: str) -> TensorSpec:
 
 def name_examples(examples: object, names: Callable[[int], list[str]]) -> TensorDict | None:
     """Examples as a TensorDict; positional ones (an array, a list) get the model's names."""
-    from kiln.convert.base import to_numpy
 
     if examples is None:
         return None
@@ -73,7 +73,6 @@ def specs_from_examples(examples: TensorDict, *, batch: bool = True) -> tuple[Te
 def choose_specs(declared: Sequence[TensorSpec] | None, examples: TensorDict | None, *,
                  model_specs: Sequence[TensorSpec] = (), missing: str) -> tuple[TensorSpec, ...]:
     """Declared inputs first, then the model's own, then the examples'; else fail: ``missing``."""
-    from kiln.convert.base import ConversionError
 
     if declared:
         return tuple(declared)

@@ -131,15 +131,15 @@ def _dtype_name(dtype: object) -> str:
     return str(getattr(dtype, "name", dtype))
 
 
-def _caller(model: object, inputs: Sequence[TensorSpec]) -> Any:
+def _caller(model: Any, inputs: Sequence[TensorSpec]) -> Any:
     """A function of the inputs in order that calls the model the way it expects."""
     function = _serving_function(model)
     names = [s.name for s in inputs]
     if function is not None:
         return lambda *args: function(**dict(zip(names, args, strict=True)))
     if len(names) == 1:
-        return lambda arg: model(arg, training=False)  # type: ignore[operator]
-    return lambda *args: model(list(args), training=False)  # type: ignore[operator]
+        return lambda arg: model(arg, training=False)
+    return lambda *args: model(list(args), training=False)
 
 
 def _named(result: object) -> list[tuple[str, Any]]:

@@ -62,7 +62,7 @@ def load_embedder() -> Any:
     transformers = require("transformers", "minilm")
     encoder = transformers.AutoModel.from_pretrained(str(model_path()), local_files_only=True)
 
-    class SentenceEmbedding(torch.nn.Module):  # type: ignore[name-defined,misc]
+    class SentenceEmbedding(torch.nn.Module):  # type: ignore[name-defined,misc]  # torch: optional
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder

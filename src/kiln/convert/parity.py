@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kiln.convert.base import Reference, to_numpy
+from kiln.convert.base import ConversionError, Reference, to_numpy
 from kiln.convert.inputs import InputSet
 from kiln.errors import KilnError
 from kiln.runtime.base import Session
@@ -87,6 +87,14 @@ def tolerance_for(datatype: DataType, overrides: Mapping[DataType, Tolerance] | 
     return DEFAULT_TOLERANCES.get(datatype, _EXACT)
 
 
+class ParityError(ConversionError):
+    """The ONNX model's results differ from the original's beyond the tolerances."""
+
+    def __init__(self, message: str, report: ParityReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def check_parity(session: Session, reference: Reference, input_sets: Sequence[InputSet],
                  tolerances: Mapping[DataType, Tolerance] | None = None) -> ParityReport:
     """Run both models on every set and compare each output."""
@@ -154,13 +162,12 @@ def _errors(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> tuple[f
 
 
 def _as_text(value: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v),
-                        otypes=[object])(value)
+    text: np.ndarray = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v),
+                                    otypes=[object])(value)
+    return text
 
 
 def _count_mismatch(count: int, names: list[str]) -> Exception:
-    from kiln.convert.base import ConversionError
-
     return ConversionError(
         f"the original model returned {count} output(s) but the ONNX model has "
         f"{len(names)} ({', '.join(names)}); name the outputs to compare or return them all"

@@ -95,17 +95,16 @@ class SklearnConverter:
         name_outputs(proto, request.output_names or _output_names(model, len(proto.graph.output)))
         return proto
 
-    def reference(self, model: object, inputs: Sequence[TensorSpec]) -> Reference:
+    def reference(self, model: Any, inputs: Sequence[TensorSpec]) -> Reference:
         from sklearn.base import is_classifier
 
         name = inputs[0].name
         if is_classifier(model):
-            return lambda t: [model.predict(t[name]),  # type: ignore[attr-defined]
-                              model.predict_proba(t[name])]  # type: ignore[attr-defined]
+            return lambda t: [model.predict(t[name]), model.predict_proba(t[name])]
         if hasattr(model, "transform"):
-            return lambda t: [np.asarray(model.transform(t[name]))]  # type: ignore[attr-defined]
+            return lambda t: [np.asarray(model.transform(t[name]))]
         # skl2onnx gives predictions as a column, [batch, 1] (or [batch, targets])
-        return lambda t: [np.asarray(model.predict(t[name])).reshape(len(t[name]), -1)]  # type: ignore[attr-defined]
+        return lambda t: [np.asarray(model.predict(t[name])).reshape(len(t[name]), -1)]
 
     def source(self, model: object) -> SourceInfo:
         kind = type(model)

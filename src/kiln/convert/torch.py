@@ -94,10 +94,11 @@ class TorchConverter:
         name_outputs(proto, request.output_names or default)
         return proto
 
-    def reference(self, model: object, inputs: Sequence[TensorSpec]) -> Reference:
+    def reference(self, model: Any, inputs: Sequence[TensorSpec]) -> Reference:
         torch = _torch()
         _inference_mode(model)
-        module = model.module() if _is_exported(model) else model  # type: ignore[attr-defined]
+        # An ExportedProgram runs through its .module(); a plain nn.Module runs as it is.
+        module = model.module() if _is_exported(model) else model
 
         def run(tensors: TensorDict) -> list[np.ndarray]:
             args = [torch.from_numpy(np.ascontiguousarray(tensors[s.name])) for s in inputs]
@@ -144,10 +145,10 @@ def _export_torchscript(torch: Any, model: Any, args: tuple[Any, ...],
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _inference_mode(model: object) -> None:
+def _inference_mode(model: Any) -> None:
     """Serving runs the model for inference: dropout off, batch norm on its running stats."""
     if getattr(model, "training", False):
-        model.eval()  # type: ignore[attr-defined]
+        model.eval()
 
 
 def _is_module(model: object) -> bool:
@@ -158,16 +159,16 @@ def _is_exported(model: object) -> bool:
     return type(model).__name__ == "ExportedProgram"
 
 
-def _parameter_names(model: object) -> list[str]:
+def _parameter_names(model: Any) -> list[str]:
     """The user-facing input names of a module, script module or exported program."""
     if _is_exported(model):
-        kinds = model.graph_signature.input_specs  # type: ignore[attr-defined]
+        kinds = model.graph_signature.input_specs
         return [s.arg.name for s in kinds if s.kind.name == "USER_INPUT"]
     schema = getattr(getattr(model, "forward", None), "schema", None)
     if schema is not None:  # TorchScript: the first argument is self
         return [a.name for a in schema.arguments[1:]]
     try:
-        params = inspect.signature(model.forward).parameters  # type: ignore[attr-defined]
+        params = inspect.signature(model.forward).parameters
     except (AttributeError, TypeError, ValueError):
         return []
     return [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

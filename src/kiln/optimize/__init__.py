@@ -14,12 +14,13 @@ accuracy-aware search lives in ``kiln.optimize.search``, measurements in
 ``kiln.optimize.evaluate`` and ``kiln.optimize.speed``, the report in ``kiln.optimize.report``.
 """
 
-from kiln.optimize.api import QuantizationResult, QuantizeOptions, auto_candidates, quantize
+from kiln.optimize.api import QuantizeOptions, auto_candidates, quantize
 from kiln.optimize.calibration import CalibrationData
 from kiln.optimize.evaluate import METRICS, Quality
 from kiln.optimize.ort_quant import QuantizationError
 from kiln.optimize.recipe import METHODS, Recipe
 from kiln.optimize.report import OptimizeReport
+from kiln.optimize.result import QuantizationResult
 
 __all__ = [
     "METHODS",

@@ -20,17 +20,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.optimize import graph
 from kiln.optimize.calibration import CalibrationData
 from kiln.optimize.evaluate import Evaluator, open_session
 from kiln.optimize.ort_quant import TRANSFORMER_ALPHA
 from kiln.optimize.recipe import Recipe
-from kiln.optimize.report import OptimizeReport, cpu_features
+from kiln.optimize.report import OptimizeReport, SweepPoint, cpu_features
+from kiln.optimize.result import QuantizationResult
 from kiln.optimize.search import Builder, SearchResult, Trial, search
 from kiln.optimize.speed import measure
 from kiln.optimize.sweep import sweep
-from kiln.tensors import Signature
+from kiln.tensors import Signature, TensorDict
 
 if TYPE_CHECKING:
     import onnx
@@ -54,33 +55,6 @@ class QuantizeOptions:
     speed_rounds: int = 10
     #: Intra-op threads for every measurement (both models alike).
     threads: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class QuantizationResult:
-    """The quantized model (bytes of an ONNX file), how to run it, and the report."""
-
-    model_bytes: bytes
-    recipe: Recipe
-    #: The kiln backend that runs it best (``onnxruntime`` or ``openvino``).
-    backend: str
-    signature: Signature
-    report: OptimizeReport
-
-    def save(self, path: Path) -> Path:
-        """Write the model, ``<path>.manifest.json`` and ``<path>.report.*`` beside it."""
-        from kiln.optimize.output import write_file
-
-        return write_file(self, Path(path))
-
-    def save_to_repository(self, repository: Path, *, name: str, version: int = 1,
-                           overwrite: bool = False) -> Path:
-        """Write ``repository/name/version/`` (model, manifest, report) and ``config.yaml``
-        (with this model's backend) when the model has none; returns the version folder."""
-        from kiln.optimize.output import write_version
-
-        return write_version(self, Path(repository), name=name, version=version,
-                             overwrite=overwrite)
 
 
 def quantize(model: Path, *, recipe: Recipe | None = None,
@@ -180,7 +154,8 @@ def _data(signature: Signature, calibration: CalibrationData | None,
     if calibration is not None or not split or len(evaluation.requests) < 2:
         return calibration, evaluation
     sizes = [len(next(iter(r.values()))) for r in evaluation.requests]
-    wanted, head = min(128, sum(sizes) // 2), []
+    wanted = min(128, sum(sizes) // 2)
+    head: list[TensorDict] = []
     while sum(sizes[:len(head)]) < wanted and len(head) < len(sizes) - 1:
         head.append(evaluation.requests[len(head)])
     cut = sum(sizes[:len(head)])
@@ -199,10 +174,11 @@ def _builder(fp32: Path, calibration: CalibrationData | None) -> Builder:
 
 
 def _choose(candidates: list[Recipe], build: Builder,
-            evaluator: Evaluator, reference: object, options: QuantizeOptions, workdir: Path,
+            evaluator: Evaluator, reference: onnx.ModelProto, options: QuantizeOptions,
+            workdir: Path,
             progress: Callable[[str], None]) -> SearchResult:
     if options.max_drop is not None:
-        return search(candidates, build, evaluator, reference=reference,  # type: ignore[arg-type]
+        return search(candidates, build, evaluator, reference=reference,
                       max_drop=options.max_drop, max_trials=options.max_trials,
                       workdir=workdir, progress=progress)
     recipe, path = candidates[0], workdir / "quantized.onnx"
@@ -226,7 +202,8 @@ def _speed(fp32: Path, chosen: Trial, evaluation: inputs.Dataset, options: Quant
 
 
 def _sweep(recipe: Recipe, build: Builder, evaluator: Evaluator,
-           options: QuantizeOptions, workdir: Path, progress: Callable[[str], None]) -> list:
+           options: QuantizeOptions, workdir: Path,
+           progress: Callable[[str], None]) -> list[SweepPoint]:
     if recipe.method != "weight-only" or not options.sweep_bits:
         return []
     progress(f"b-bit sweep over {', '.join(map(str, options.sweep_bits))} bits")

@@ -42,7 +42,8 @@ class Codes:
     bits: int
 
     def dequantize(self) -> np.ndarray:
-        return (self.codes.astype(np.float32) * self.step + self.low).astype(np.float32)
+        values: np.ndarray = self.codes.astype(np.float32) * self.step + self.low
+        return values.astype(np.float32)
 
 
 def view(weight: np.ndarray, *, channel_axis: int, granularity: str,

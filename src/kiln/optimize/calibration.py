@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from kiln.bench import inputs
+from kiln.data import inputs
 from kiln.errors import InvalidArgument
 from kiln.tensors import Signature, TensorDict
 

@@ -8,7 +8,7 @@ Metrics (what ``--metric`` and ``--max-drop`` mean):
   ``1 - mean cosine`` (``--max-drop 0.005`` keeps mean cosine at 0.995 or more).
 * ``mae``: mean absolute difference from the FP32 outputs; the drop is that error.
 
-The numbers come from ``kiln.bench.accuracy``, the same code ``kiln bench compare`` uses.
+The numbers come from ``kiln.data.metrics``, the same code ``kiln bench compare`` uses.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.bench.accuracy import accuracy, agreement, classifier_output
+from kiln.data.metrics import accuracy, agreement, classifier_output
 from kiln.errors import InvalidArgument
-from kiln.runtime import ModelArtifact, Session, SessionOptions, get_backend
+from kiln.runtime import BackendTable, ModelArtifact, Session, SessionOptions
 from kiln.tensors import TensorDict
 
 METRICS = ("accuracy", "cosine", "mae")
@@ -48,7 +48,7 @@ class Quality:
 def open_session(path: Path, backend: str, *, threads: int = 1) -> Session:
     """A session on ``path`` with ``backend``, with ``threads`` intra-op threads, no spinning."""
     options = SessionOptions(intra_op_threads=threads, inter_op_threads=1, allow_spinning=False)
-    return get_backend(backend).load(ModelArtifact(path=path), options)
+    return BackendTable().get(backend).load(ModelArtifact(path=path), options)
 
 
 def run_all(session: Session, requests: list[TensorDict]) -> TensorDict:

@@ -11,7 +11,7 @@ Needs ``pip install 'kiln-ml[openvino]'``.
 from __future__ import annotations
 
 import contextlib
-import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path

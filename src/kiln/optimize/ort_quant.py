@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,12 +87,12 @@ def _nodes_to_quantize(model: onnx.ModelProto, ops: tuple[str, ...], recipe: Rec
     return nodes
 
 
-def _run(call: object) -> None:
+def _run(call: Callable[[], object]) -> None:
     """Run one ONNX Runtime quantizer call, translating its failures once."""
     logging.disable(logging.WARNING)  # ORT logs "consider pre-processing" advice on root
     try:  # NOTE: ORT's histogram calibrators print on stdout; keep stdout for results (--json)
         with contextlib.redirect_stdout(sys.stderr):
-            call()  # type: ignore[operator]
+            call()
     except KilnError:
         raise
     except ValueError as exc:

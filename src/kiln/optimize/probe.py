@@ -7,8 +7,8 @@ error they add.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def exposing(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
     return bytes(copy.SerializeToString())
 
 
-def session(model: bytes | str, *, threads: int = 1) -> object:
+def session(model: bytes | str, *, threads: int = 1) -> Any:
     """A plain ONNX Runtime session (intra-op ``threads``, no spinning) for measuring."""
     import onnxruntime as ort
 
@@ -43,27 +43,35 @@ def session(model: bytes | str, *, threads: int = 1) -> object:
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def collect(model: onnx.ModelProto, names: Sequence[str], samples: Iterable[TensorDict],
-            reduce: Callable[[np.ndarray], np.ndarray] | None = None,
-            combine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-            ) -> dict[str, list[np.ndarray] | np.ndarray]:
-    """Run ``model`` on each sample and gather the tensors ``names``.
-
-    Without ``reduce``, each name maps to the list of its values (one per sample); with
-    ``reduce`` and ``combine``, to one array folded over the samples (e.g. a running max).
-    """
-    runner = session(exposing(model, names))
-    feeds = {i.name for i in runner.get_inputs()}  # type: ignore[attr-defined]
-    gathered: dict[str, list[np.ndarray] | np.ndarray] = {}
-    for sample in samples:
-        values = runner.run(list(names), {k: v for k, v in sample.items()  # type: ignore[attr-defined]
-                                          if k in feeds})
-        for name, value in zip(names, values, strict=True):
-            if reduce is None:
-                gathered.setdefault(name, []).append(value)  # type: ignore[union-attr]
-            else:
-                folded = reduce(value)
-                previous = gathered.get(name)
-                gathered[name] = folded if previous is None or combine is None else combine(
-                    previous, folded)  # type: ignore[arg-type]
+def collect(model: onnx.ModelProto, names: Sequence[str],
+            samples: Iterable[TensorDict]) -> dict[str, list[np.ndarray]]:
+    """Run ``model`` on each sample; each of the tensors ``names`` maps to its values, one
+    per sample."""
+    gathered: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for values in _runs(model, names, samples):
+        for name, value in values.items():
+            gathered[name].append(value)
     return gathered
+
+
+def fold(model: onnx.ModelProto, names: Sequence[str], samples: Iterable[TensorDict], *,
+         reduce: Callable[[np.ndarray], np.ndarray],
+         combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``model`` on each sample; each of the tensors ``names`` maps to its values reduced
+    and folded over the samples (e.g. a running max)."""
+    folded: dict[str, np.ndarray] = {}
+    for values in _runs(model, names, samples):
+        for name, value in values.items():
+            reduced = reduce(value)
+            previous = folded.get(name)
+            folded[name] = reduced if previous is None else combine(previous, reduced)
+    return folded
+
+
+def _runs(model: onnx.ModelProto, names: Sequence[str],
+          samples: Iterable[TensorDict]) -> Iterator[TensorDict]:
+    runner = session(exposing(model, names))
+    feeds = {i.name for i in runner.get_inputs()}
+    for sample in samples:
+        values = runner.run(list(names), {k: v for k, v in sample.items() if k in feeds})
+        yield dict(zip(names, values, strict=True))

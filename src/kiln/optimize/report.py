@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kiln.bench.report import size_text
+from kiln.plots import figure, size_text, svg
 
 
 class SweepPoint(BaseModel):
@@ -112,10 +112,8 @@ def _value(quality: dict[str, Any]) -> str:
 
 def sweep_plot(report: OptimizeReport) -> str:
     """Quality against bits, one line per granularity, with the model size on a second axis."""
-    from kiln.bench.plots import _figure, _svg
-
-    figure = _figure(8.0, 4.5)
-    axes = figure.add_subplot()
+    drawing = figure(8.0, 4.5)
+    axes = drawing.add_subplot()
     sizes = axes.twinx()
     for index, granularity in enumerate(sorted({p.granularity for p in report.sweep})):
         points = sorted((p for p in report.sweep if p.granularity == granularity),
@@ -133,7 +131,7 @@ def sweep_plot(report: OptimizeReport) -> str:
     handles = axes.get_legend_handles_labels()
     extra = sizes.get_legend_handles_labels()
     axes.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize="small", loc="lower right")
-    return _svg(figure)
+    return svg(drawing)
 
 
 def cpu_features() -> dict[str, Any]:

@@ -88,7 +88,8 @@ def search(candidates: Sequence[Recipe], build: Builder, evaluator: Evaluator, *
         progress(f"ranking {len(quantized)} nodes by the error they add")
         ranking = rank_nodes(reference, trial.path, quantized,
                              evaluator.requests[:RANKING_SAMPLES])
-        order, fallen, step = [name for name, _ in ranking], [], 1
+        order, step = [name for name, _ in ranking], 1
+        fallen: list[str] = []
         limit = min(len(quantized) // 2, len(order))
         while len(trials) < max_trials and len(fallen) < limit:
             fallen += order[len(fallen):min(len(fallen) + step, limit)]
@@ -122,7 +123,7 @@ def rank_nodes(reference: onnx.ModelProto, quantized_path: Path, names: list[str
     tensors = sorted({t for pair in pairs.values() for t in pair if t and t in present})
     expected = collect(reference, tensors, samples)
     actual = collect(quantized, tensors, samples)
-    error = {t: _relative_error(actual[t], expected[t]) for t in tensors}  # type: ignore[arg-type]
+    error = {t: _relative_error(actual[t], expected[t]) for t in tensors}
     ranked = [(name, error.get(out, 0.0) - error.get(inp, 0.0))
               for name, (inp, out) in pairs.items() if out in error]
     return sorted(ranked, key=lambda item: -item[1])

@@ -21,7 +21,7 @@ import numpy as np
 
 from kiln.optimize.calibration import CalibrationData
 from kiln.optimize.graph import WeightedNode
-from kiln.optimize.probe import collect
+from kiln.optimize.probe import fold
 
 if TYPE_CHECKING:
     import onnx
@@ -37,9 +37,9 @@ def smooth(model: onnx.ModelProto, nodes: list[WeightedNode], calibration: Calib
     groups = _groups(model, nodes)
     if not groups:
         return model
-    maxima = collect(model, list(groups), calibration,
-                     reduce=lambda v: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0),
-                     combine=np.maximum)
+    maxima = fold(model, list(groups), calibration,
+                  reduce=lambda v: np.abs(v).reshape(-1, v.shape[-1]).max(axis=0),
+                  combine=np.maximum)
     initializers = {t.name: t for t in model.graph.initializer}
     by_name = {n.name: n for n in model.graph.node}
     for activation, members in groups.items():

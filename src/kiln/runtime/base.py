@@ -1,12 +1,20 @@
-"""The runtime seam: a ``Backend`` loads a model artifact into a ``Session`` that runs it.
+"""The runtime seam: a ``Backend`` admits a model version's files, then loads them into a
+``Session`` that runs it.
+
+Admission and loading are two steps so that every check on what a version folder holds
+happens before a runtime parses anything: the repository hands a backend the folder as
+``VersionFiles`` (files read without following links, checked against the version's
+manifest, decrypted in memory), the backend checks what its format can hide (an ONNX graph's
+operator domains and external-data paths, say) and returns a ``ModelArtifact``.
 
 A session is used from several threads at once (one per model instance); ``run`` must be
 safe to call concurrently and should release the GIL while the model computes.
 
 Example, with the test double shipped in ``kiln.runtime.testing``::
 
-    backend = EchoBackend()
-    session = backend.load(artifact, SessionOptions())
+    backend = EchoBackend([TensorSpec("x", DataType.FP32, (-1, 4))])
+    session = backend.load(backend.admit(files, "model.echo", SessionOptions()),
+                           SessionOptions())
     outputs = session.run({"x": np.ones((1, 4), np.float32)})
 """
 
@@ -45,6 +53,43 @@ class ModelArtifact:
     content: bytes | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file of a version folder, read once into memory."""
+
+    #: Where it is on disk (the ``.kiln-enc`` file when it was encrypted).
+    path: Path
+    #: Its plaintext.
+    data: bytes = field(repr=False)
+    #: Whether it was decrypted from an encrypted file.
+    sealed: bool = False
+
+
+class VersionFiles(Protocol):
+    """A model version's folder as the repository hands it to a backend.
+
+    Every file comes through here, so a backend never opens a path itself unchecked:
+    ``read`` opens without following symbolic links, refuses anything but a regular file,
+    checks the SHA-256 the version's manifest lists and decrypts encrypted files in memory.
+    """
+
+    @property
+    def path(self) -> Path:
+        """The version folder."""
+        ...
+
+    def read(self, name: str) -> StoredFile:
+        """The file ``name`` (or its encrypted form ``name.kiln-enc``), checked and decrypted;
+        raises ``InvalidModel`` naming the file and the problem."""
+        ...
+
+    def check(self, name: str) -> int:
+        """For a file the runtime opens itself (e.g. ONNX external data): check that the
+        relative path ``name`` stays in the folder through no link, is a regular file with
+        one hard link and matches the manifest; returns its size in bytes."""
+        ...
+
+
 @runtime_checkable
 class Session(Protocol):
     """A loaded model version, ready to run."""
@@ -64,7 +109,7 @@ class Session(Protocol):
 
 
 class Backend(Protocol):
-    """Knows one runtime: loads artifacts and names its platform for metadata."""
+    """Knows one runtime: admits and loads artifacts and names its platform for metadata."""
 
     #: Name used in model configs (``backend: onnxruntime``).
     name: str
@@ -72,5 +117,11 @@ class Backend(Protocol):
     platform: str
     #: The file a version folder holds when the config does not name one.
     default_filename: str
+
+    def admit(self, files: VersionFiles, filename: str,
+              options: SessionOptions) -> ModelArtifact:
+        """Read ``filename`` through ``files`` and check that this runtime may load it;
+        raises ``InvalidModel`` naming the problem."""
+        ...
 
     def load(self, artifact: ModelArtifact, options: SessionOptions) -> Session: ...

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from kiln.errors import InternalError, InvalidArgument, KilnError
-from kiln.runtime.base import ModelArtifact, SessionOptions
+from kiln.runtime.base import ModelArtifact, SessionOptions, VersionFiles
+from kiln.runtime.onnx_admission import admit_onnx
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
 log = logging.getLogger("kiln.runtime.onnx")
@@ -29,6 +31,10 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     platform = "onnxruntime_onnx"
     default_filename = "model.onnx"
+
+    def admit(self, files: VersionFiles, filename: str,
+              options: SessionOptions) -> ModelArtifact:
+        return admit_onnx(files, filename)
 
     def load(self, artifact: ModelArtifact, options: SessionOptions) -> OnnxSession:
         import onnxruntime as ort
@@ -70,11 +76,11 @@ def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[st
 class OnnxSession:
     """One ``onnxruntime.InferenceSession``; ``run`` is thread-safe and releases the GIL."""
 
-    def __init__(self, session: object) -> None:
+    def __init__(self, session: Any) -> None:  # an onnxruntime.InferenceSession (untyped)
         self._session = session
         self._signature = Signature(
-            inputs=tuple(_spec(i) for i in session.get_inputs()),  # type: ignore[attr-defined]
-            outputs=tuple(_spec(o) for o in session.get_outputs()),  # type: ignore[attr-defined]
+            inputs=tuple(_spec(i) for i in session.get_inputs()),
+            outputs=tuple(_spec(o) for o in session.get_outputs()),
         )
         self._string_inputs = {s.name for s in self._signature.inputs
                                if s.datatype is DataType.BYTES}
@@ -85,14 +91,15 @@ class OnnxSession:
 
     @property
     def providers(self) -> Sequence[str]:
-        return self._session.get_providers()  # type: ignore[attr-defined,no-any-return]
+        providers: list[str] = self._session.get_providers()
+        return providers
 
     def run(self, inputs: TensorDict, output_names: Sequence[str] | None = None) -> TensorDict:
         feed = {name: (_to_str(name, value) if name in self._string_inputs else value)
                 for name, value in inputs.items()}
         names = list(output_names) if output_names else [s.name for s in self._signature.outputs]
         try:
-            results = self._session.run(names, feed)  # type: ignore[attr-defined]
+            results = self._session.run(names, feed)
         except Exception as exc:
             raise _translate(exc) from exc
         return {name: (_to_bytes(value) if value.dtype.kind in "OU" else value)
@@ -102,9 +109,9 @@ class OnnxSession:
         self._session = None
 
 
-def _spec(node: object) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else -1 for d in (node.shape or ()))  # type: ignore[attr-defined]
-    return TensorSpec(node.name, DataType.from_onnx(node.type), shape)  # type: ignore[attr-defined]
+def _spec(node: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else -1 for d in (node.shape or ()))
+    return TensorSpec(node.name, DataType.from_onnx(node.type), shape)
 
 
 def _to_str(name: str, value: np.ndarray) -> np.ndarray:

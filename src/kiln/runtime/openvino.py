@@ -1,4 +1,4 @@
-"""OpenVINO backend: runs ``model.onnx`` (or an OpenVINO IR ``model.xml``) on the CPU.
+"""OpenVINO backend: runs ``model.onnx`` on the CPU.
 
 OpenVINO is the fastest int8 engine on Intel/AMD AVX-512 VNNI CPUs; choose it per model in
 its ``config.yaml`` (``backend: openvino``). The session compiles the model once (one stream,
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from kiln.errors import ConfigError, InternalError, InvalidArgument, KilnError
-from kiln.runtime.base import ModelArtifact, SessionOptions
+from kiln.runtime.base import ModelArtifact, SessionOptions, VersionFiles
+from kiln.runtime.onnx_admission import admit_onnx
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
 log = logging.getLogger("kiln.runtime.openvino")
@@ -27,16 +28,21 @@ _INSTALL = "pip install 'kiln-ml[openvino]'"
 
 
 class OpenVinoBackend:
-    """Runs ONNX (and OpenVINO IR) files with OpenVINO Runtime on the CPU."""
+    """Runs ONNX files with OpenVINO Runtime on the CPU."""
 
     name = "openvino"
     platform = "openvino"
     default_filename = "model.onnx"
 
+    def admit(self, files: VersionFiles, filename: str,
+              options: SessionOptions) -> ModelArtifact:
+        """ONNX files, checked as for ONNX Runtime."""
+        return admit_onnx(files, filename)
+
     def load(self, artifact: ModelArtifact, options: SessionOptions) -> OpenVinoSession:
         ov = _openvino()
         core = ov.Core()
-        if artifact.content is not None and artifact.path.suffix == ".onnx":
+        if artifact.content is not None:  # admitted ONNX bytes (decrypted, when sealed)
             # NOTE: read_model, not convert_model: the latter transforms the graph
             # differently and an int8 model's results would differ from the file's.
             model = core.read_model(artifact.content)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from kiln.runtime.base import ModelArtifact, SessionOptions
+from kiln.runtime.base import ModelArtifact, SessionOptions, VersionFiles
 from kiln.tensors import Signature, TensorDict, TensorSpec
 
 
@@ -56,14 +56,28 @@ class EchoSession:
 
 
 class EchoBackend:
-    """A backend whose sessions echo their inputs (see ``EchoSession``)."""
+    """A backend whose sessions echo their inputs (see ``EchoSession``); a version folder
+    holds a ``model.echo`` file, read (and so checked) through the repository like any model
+    file. ``sessions`` lists every session it made, for tests to look into."""
 
     name = "echo"
     platform = "kiln_echo"
     default_filename = "model.echo"
 
-    def __init__(self, inputs: Sequence[TensorSpec]) -> None:
+    def __init__(self, inputs: Sequence[TensorSpec], *, fail_on_negative: bool = False,
+                 delay_s: float = 0.0) -> None:
         self._inputs = tuple(inputs)
+        self._fail_on_negative = fail_on_negative
+        self._delay_s = delay_s
+        self.sessions: list[EchoSession] = []
+
+    def admit(self, files: VersionFiles, filename: str,
+              options: SessionOptions) -> ModelArtifact:
+        stored = files.read(filename)
+        return ModelArtifact(path=stored.path, content=stored.data)
 
     def load(self, artifact: ModelArtifact, options: SessionOptions) -> EchoSession:
-        return EchoSession(self._inputs)
+        session = EchoSession(self._inputs, fail_on_negative=self._fail_on_negative,
+                              delay_s=self._delay_s)
+        self.sessions.append(session)
+        return session

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
+import errno
+import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
-import uvicorn
 
 from kiln.errors import ConfigError, KilnError
-from kiln.serve.auth import AccessControl, check_exposure
+from kiln.repository import ModelRepository
+from kiln.repository.files import ArtifactPolicy
+from kiln.repository.model_keys import KeyRing
+from kiln.runtime import BackendTable
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.control import ModelControl
-from kiln.serve.dataplane import DataPlane
-from kiln.serve.logcontrol import LogControl
-from kiln.serve.metrics import build_registry
-from kiln.serve.poller import RepositoryPoller
+from kiln.serve.core.control import ModelControl
+from kiln.serve.core.dataplane import DataPlane
+from kiln.serve.core.poller import RepositoryPoller
+from kiln.serve.core.registry import ModelRegistry
+from kiln.serve.observability.logcontrol import LogControl
+from kiln.serve.observability.metrics import build_registry
+from kiln.serve.observability.requestlog import RequestObserver, Tracer
+from kiln.serve.observability.tracing import build_tracer
 from kiln.serve.protocols.grpc_auth import AccessInterceptor
 from kiln.serve.protocols.http_app import HttpApp
-from kiln.serve.protocols.http_server import http_connection
+from kiln.serve.protocols.http_listener import HttpListener
+from kiln.serve.protocols.http_server import ConnectionLimits
 from kiln.serve.protocols.observability_http import logging_routes, metrics_routes
 from kiln.serve.protocols.repository_http import repository_routes
 from kiln.serve.protocols.tfserving_http import tfserving_routes
 from kiln.serve.protocols.v2_grpc import V2GrpcService
 from kiln.serve.protocols.v2_http import v2_routes
-from kiln.serve.registry import ModelRegistry
-from kiln.serve.repository import ModelRepository
-from kiln.serve.repository.artifacts import ArtifactPolicy
-from kiln.serve.repository.model_keys import KeyRing
-from kiln.serve.requestlog import RequestObserver
+from kiln.serve.security.auth import AccessControl, check_exposure
+from kiln.serve.security.tls import TlsFiles
 from kiln.serve.settings import ServerSettings
-from kiln.serve.tls import TlsFiles
-from kiln.serve.tracing import RequestTracer, build_tracer
 
 log = logging.getLogger("kiln.serve")
+
+#: Seconds an idle keep-alive HTTP connection stays open.
+KEEP_ALIVE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,15 @@ class BoundAddress:
     port: int
 
 
+@dataclass(slots=True)
+class _Http:
+    """One HTTP listener and what it serves."""
+
+    listener: HttpListener
+    protocol: str
+    addresses: list[tuple[str, int]]
+
+
 class KilnServer:
     """A running kiln server: ``await start()``, then ``await stop()``.
 
@@ -52,9 +69,11 @@ class KilnServer:
         await server.start()
         ...
         await server.stop()
+
+    ``backends`` is the table of backends model configs may name (default: kiln's own).
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, *, backends: BackendTable | None = None) -> None:
         self.settings = s = settings
         self.access = AccessControl(s.keys_file) if s.keys_file is not None else None
         check_exposure([(name, host, port) for name, on, host, port in (
@@ -68,20 +87,20 @@ class KilnServer:
                             s.model_key.get_secret_value() if s.model_key else None)
         self.repository = ModelRepository(s.model_repository, policy=ArtifactPolicy(
             keys=keys, require_manifest=s.require_manifest))
-        poll = settings.model_control_mode == "poll"
-        self.registry = ModelRegistry(self.repository, require_marker=poll,
-                                      drain_timeout_s=settings.exit_timeout_secs,
-                                      histograms=settings.allow_metrics)
-        self.plane = DataPlane(self.registry, strict_readiness=settings.strict_readiness)
-        self.control = ModelControl(self.registry, mode=settings.model_control_mode,
-                                    enabled=settings.allow_repository_api)
-        self.poller = (RepositoryPoller(self.registry, interval_s=settings.repository_poll_secs)
+        poll = s.model_control_mode == "poll"
+        self.registry = ModelRegistry(self.repository, backends or BackendTable(),
+                                      require_marker=poll, drain_timeout_s=s.exit_timeout_secs,
+                                      histograms=s.allow_metrics)
+        self.plane = DataPlane(self.registry, strict_readiness=s.strict_readiness)
+        self.control = ModelControl(self.registry, mode=s.model_control_mode,
+                                    enabled=s.allow_repository_api)
+        self.poller = (RepositoryPoller(self.registry, interval_s=s.repository_poll_secs)
                        if poll else None)
-        self.log_control = LogControl(verbose=settings.log_verbose, fmt=settings.log_format)
+        self.log_control = LogControl(verbose=s.log_verbose, fmt=s.log_format)
         self.addresses: list[BoundAddress] = []
-        self._http: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+        self._http: list[_Http] = []
         self._grpc: grpc.aio.Server | None = None
-        self._tracer: RequestTracer | None = None
+        self._tracer: Tracer | None = None
 
     def limits(self) -> DecodeLimits:
         s = self.settings
@@ -89,22 +108,54 @@ class KilnServer:
                             max_json_depth=s.max_json_depth)
 
     async def start(self) -> None:
+        """Bind every listener (a port in use fails here, before any model loads), load the
+        models, then serve: gRPC and metrics first, so once HTTP answers ready, every
+        listener is up."""
         s = self.settings
         self._tracer = build_tracer(s.trace_exporter)
+        self._bind()
         await self._load_initial_models()
-        # gRPC and metrics first: once HTTP answers ready, every listener is up.
+        if self._grpc is not None:
+            await self._grpc.start()
+            grpc_address = self.addresses[0]
+            log.info("gRPC%s (KServe V2) listening on %s:%d%s", " with TLS" if self.tls else "",
+                     grpc_address.host, grpc_address.port, self._auth_note())
+        for http in self._http:
+            await http.listener.start()
+            for host, port in http.addresses:
+                self.addresses.append(BoundAddress(http.protocol, host, port))
+                log.info("%s listening on %s:%d%s", http.protocol, host, port,
+                         self._auth_note())
+        if self.poller is not None:
+            self.poller.start()
+        if s.address_file is not None:
+            _write_addresses(s.address_file, self.addresses)
+
+    def _bind(self) -> None:
+        s = self.settings
         if s.allow_grpc:
-            await self._start_grpc()
+            self._bind_grpc()
+        limits = ConnectionLimits(header_timeout_s=s.http_header_timeout_s,
+                                  body_timeout_s=s.http_body_timeout_s, keep_alive_s=KEEP_ALIVE_S)
         if s.allow_metrics:
             app = HttpApp(metrics_routes(build_registry(self.plane)), max_request_bytes=1 << 16,
                           access=self.access)
-            await self._serve_http(app, s.metrics_address, s.metrics_port, "metrics")
+            self._bind_http(HttpListener(app, limits=limits), s.metrics_address, s.metrics_port,
+                            "metrics", "--metrics-port")
         if s.allow_http:
-            await self._serve_http(self.http_app(), s.http_address, s.http_port,
-                                   f"HTTP{'S' if self.tls else ''} (KServe V2, TF Serving REST)",
-                                   max_connections=s.http_max_connections, tls=True)
-        if self.poller is not None:
-            self.poller.start()
+            limits = dataclasses.replace(limits, max_connections=s.http_max_connections)
+            self._bind_http(HttpListener(self.http_app(), limits=limits, ssl=self._ssl),
+                            s.http_address, s.http_port,
+                            f"HTTP{'S' if self.tls else ''} (KServe V2, TF Serving REST)",
+                            "--http-port")
+
+    def _bind_http(self, listener: HttpListener, host: str, port: int, protocol: str,
+                   option: str) -> None:
+        try:
+            addresses = listener.bind(host, port)
+        except OSError as exc:
+            raise KilnError(_cannot_listen(protocol, host, port, option, exc)) from None
+        self._http.append(_Http(listener, protocol, addresses))
 
     async def _load_initial_models(self) -> None:
         s = self.settings
@@ -123,7 +174,7 @@ class KilnServer:
         ) or "none")
 
     def http_app(self) -> HttpApp:
-        """The ASGI app of the HTTP port: KServe V2, TF Serving REST, repository and logging."""
+        """The app of the HTTP port: KServe V2, TF Serving REST, repository and logging."""
         routes = [*v2_routes(self.plane, self.limits()),
                   *tfserving_routes(self.plane, self.limits()),
                   *repository_routes(self.control),
@@ -131,36 +182,7 @@ class KilnServer:
         return HttpApp(routes, max_request_bytes=self.settings.max_request_bytes,
                        access=self.access, observer=RequestObserver(tracer=self._tracer))
 
-    async def _serve_http(self, app: HttpApp, host: str, port: int, protocol: str, *,
-                          max_connections: int | None = None, tls: bool = False) -> None:
-        s = self.settings
-        ssl = self._ssl if tls else None
-        config = uvicorn.Config(
-            app, host=host, port=port, loop="none",
-            http=http_connection(header_timeout_s=s.http_header_timeout_s,
-                                body_timeout_s=s.http_body_timeout_s),
-            lifespan="off", access_log=False, log_config=None, server_header=False,
-            date_header=False, timeout_keep_alive=30, limit_concurrency=max_connections,
-            timeout_graceful_shutdown=max(s.exit_timeout_secs, 1),
-            ssl_context_factory=(lambda *_: ssl) if ssl else None,
-        )
-        server = uvicorn.Server(config)
-        # NOTE: ``Server.serve`` would install uvicorn's own signal handlers; the CLI owns
-        # signals, so run the same start-up/main-loop/shut-down sequence without them.
-        task = asyncio.create_task(server._serve())
-        self._http.append((server, task))
-        while not server.started:
-            if task.done():
-                raise KilnError(f"cannot listen on {host}:{port} for {protocol}")
-            await asyncio.sleep(0.005)
-        for listener in server.servers:
-            for sock in listener.sockets:
-                bound_host, bound_port = sock.getsockname()[:2]
-                self.addresses.append(BoundAddress(protocol, bound_host, bound_port))
-                log.info("%s listening on %s:%d%s", protocol, bound_host, bound_port,
-                         self._auth_note())
-
-    async def _start_grpc(self) -> None:
+    def _bind_grpc(self) -> None:
         s = self.settings
         size = s.grpc_max_message_bytes
         # NOTE: SO_REUSEPORT off, so a port already in use fails here instead of sharing it.
@@ -177,11 +199,9 @@ class KilnServer:
             port = (self._grpc.add_secure_port(address, self.tls.grpc_credentials()) if self.tls
                     else self._grpc.add_insecure_port(address))
         except RuntimeError:
-            raise KilnError(f"cannot listen on {s.grpc_address}:{s.grpc_port} for gRPC") from None
-        await self._grpc.start()
+            raise KilnError(_cannot_listen("gRPC", s.grpc_address, s.grpc_port, "--grpc-port",
+                                           None)) from None
         self.addresses.append(BoundAddress("grpc", s.grpc_address, port))
-        log.info("gRPC%s (KServe V2) listening on %s:%d%s", " with TLS" if self.tls else "",
-                 s.grpc_address, port, self._auth_note())
 
     def _auth_note(self) -> str:
         if self.access is None:
@@ -201,10 +221,29 @@ class KilnServer:
                         "stopping anyway", self.settings.exit_timeout_secs)
         if self._grpc is not None:
             await self._grpc.stop(1.0)
-        for server, _ in self._http:
-            server.should_exit = True
-        for _, task in self._http:
-            await task
+        for http in self._http:
+            await http.listener.close(timeout_s=1.0)
         await self.registry.close()
         if self._tracer is not None:
             self._tracer.shutdown()
+
+
+def _cannot_listen(protocol: str, host: str, port: int, option: str,
+                   exc: OSError | None) -> str:
+    why = ("the address is already in use" if exc is None or exc.errno == errno.EADDRINUSE
+           else (exc.strerror or str(exc)))
+    return (f"cannot listen on {host}:{port} for {protocol}: {why}; stop what uses it or "
+            f"choose another port with {option}")
+
+
+def _write_addresses(path: Path, addresses: list[BoundAddress]) -> None:
+    """``{"http": port, "grpc": port, "metrics": port}``, written atomically once every
+    listener is up (for supervisors and tests that start kiln on port 0)."""
+    ports: dict[str, int] = {}
+    for address in addresses:
+        key = ("grpc" if address.protocol == "grpc" else
+               "metrics" if address.protocol == "metrics" else "http")
+        ports.setdefault(key, address.port)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(json.dumps(ports))
+    os.replace(temp, path)

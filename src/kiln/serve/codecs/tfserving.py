@@ -12,8 +12,9 @@ The wire rules follow TF Serving's ``json_tensor.cc``:
 
 For example, with a model taking ``x`` FP32 [-1, 2] and returning ``y``::
 
-    decode_predict(b'{"instances": [[1.0, NaN]]}', signature, model_name="m", limits=limits)
-    # -> DecodedPredict(request=InferenceRequest(inputs={"x": array([[1., nan]])}), row_format=True)
+    decode_predict(signature, b'{"instances": [[1.0, NaN]]}', model_name="m",
+                   model_version=None, limits=limits)
+    # -> InferenceRequest(inputs={"x": array([[1., nan]])}, wire=ROW)
     encode_predict({"y": np.array([[1.0, np.inf]], np.float32)}, row_format=True)
     # -> b'{"predictions":[[1.0,Infinity]]}'
 """
@@ -25,18 +26,16 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
 from kiln.errors import InvalidArgument
+from kiln.serve.codecs.json_tensors import json_to_array
+from kiln.serve.codecs.json_tensors import loads as strict_loads
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.codecs.v2_json import json_to_array
-from kiln.serve.codecs.v2_json import loads as strict_loads
-from kiln.serve.messages import InferenceRequest
-from kiln.serve.registry import State, VersionStatus
+from kiln.serve.messages import InferenceRequest, State, VersionStatus
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec, element_count, format_shape
 
 #: The one signature an ONNX model has, under TF Serving's default key.
@@ -49,11 +48,8 @@ _TF_STATE = {State.LOADING: "LOADING", State.READY: "AVAILABLE",
              State.UNLOADING: "UNLOADING", State.UNAVAILABLE: "END"}
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedPredict:
-    request: InferenceRequest
-    #: ``instances`` was sent (answer with ``predictions``), else ``inputs`` (``outputs``).
-    row_format: bool
+#: The two request formats of ``:predict`` (``InferenceRequest.wire``).
+ROW, COLUMNAR = "row", "columnar"
 
 
 def loads(body: bytes) -> dict[str, Any]:
@@ -89,9 +85,11 @@ def check_signature_name(doc: dict[str, Any], model_name: str) -> None:
     )
 
 
-def decode_predict(body: bytes, signature: Signature, *, model_name: str,
-                   limits: DecodeLimits) -> DecodedPredict:
-    """Decode a ``:predict`` body against the model's signature."""
+def decode_predict(signature: Signature, body: bytes, *, model_name: str,
+                   model_version: str | None, limits: DecodeLimits) -> InferenceRequest:
+    """Decode a ``:predict`` body against the model's signature; ``wire`` of the request
+    says which format the answer takes (``ROW``: ``instances`` were sent, so
+    ``predictions`` answer; ``COLUMNAR``: ``inputs`` and ``outputs``)."""
     doc = loads(body)
     check_signature_name(doc, model_name)
     if "instances" in doc and "inputs" in doc:
@@ -104,8 +102,8 @@ def decode_predict(body: bytes, signature: Signature, *, model_name: str,
     else:
         raise InvalidArgument("request needs an 'instances' (row format) or 'inputs' "
                               "(columnar format) field")
-    request = InferenceRequest(model_name=model_name, inputs=inputs)
-    return DecodedPredict(request=request, row_format="instances" in doc)
+    return InferenceRequest(model_name=model_name, model_version=model_version, inputs=inputs,
+                            wire=ROW if "instances" in doc else COLUMNAR)
 
 
 def _is_named(value: Any) -> bool:
@@ -143,8 +141,15 @@ def _from_instances(value: Any, signature: Signature, model: str,
                 f"instances[{index}] must be an object with the keys of instances[0] "
                 f"({', '.join(names)})"
             )
-    return {name: _stack(value, _input(signature, name, model),
-                         lambda item, i, n=name: item[n], limits) for name in names}
+    return {name: _stack(value, _input(signature, name, model), _key(name), limits)
+            for name in names}
+
+
+def _key(name: str) -> Callable[[Any, int], Any]:
+    def pick(item: Any, index: int) -> Any:
+        return item[name]
+
+    return pick
 
 
 def _plain(item: Any, index: int) -> Any:

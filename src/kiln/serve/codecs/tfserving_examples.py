@@ -35,10 +35,35 @@ from kiln.serve.codecs.tfserving import (
     number,
     value_to_array,
 )
+from kiln.serve.messages import InferenceRequest, RequestedOutput
 from kiln.tensors import DataType, Signature, TensorDict, TensorSpec
 
 _FLOATS = (DataType.FP16, DataType.FP32, DataType.FP64, DataType.BF16)
 _LABELS = (DataType.INT32, DataType.INT64, DataType.BYTES)
+
+
+def decode_classify(signature: Signature, body: bytes, *, model_name: str,
+                    model_version: str | None, limits: DecodeLimits) -> InferenceRequest:
+    """A ``:classify`` body -> a request for the scores (and labels) outputs; ``wire`` holds
+    their names (scores, labels or ``None``)."""
+    scores, labels = classify_outputs(signature, model_name)
+    names = [scores] + ([labels] if labels else [])
+    return _request(signature, body, model_name, model_version, limits, names,
+                    (scores, labels))
+
+
+def decode_regress(signature: Signature, body: bytes, *, model_name: str,
+                   model_version: str | None, limits: DecodeLimits) -> InferenceRequest:
+    """A ``:regress`` body -> a request for the regression output; ``wire`` is its name."""
+    output = regress_output(signature, model_name)
+    return _request(signature, body, model_name, model_version, limits, [output], output)
+
+
+def _request(signature: Signature, body: bytes, model_name: str, model_version: str | None,
+             limits: DecodeLimits, outputs: list[str], wire: object) -> InferenceRequest:
+    inputs = decode_examples(body, signature, model_name=model_name, limits=limits)
+    return InferenceRequest(model_name=model_name, model_version=model_version, inputs=inputs,
+                            outputs=[RequestedOutput(n) for n in outputs], wire=wire)
 
 
 def decode_examples(body: bytes, signature: Signature, *, model_name: str,

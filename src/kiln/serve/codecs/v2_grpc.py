@@ -19,8 +19,14 @@ from kiln.proto import grpc_service_pb2 as pb
 from kiln.serve.codecs.binary import decode_tensor, element_bytes, encode_tensor
 from kiln.serve.codecs.checks import check_int_range, check_shape, count_elements, parse_datatype
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.dataplane import ModelMetadata, ServerMetadata
-from kiln.serve.messages import InferenceRequest, InferenceResponse, Parameters, RequestedOutput
+from kiln.serve.messages import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    Parameters,
+    RequestedOutput,
+    ServerMetadata,
+)
 from kiln.tensors import DataType, TensorSpec, format_shape
 
 #: The ``InferTensorContents`` field that carries each datatype, and its element type.

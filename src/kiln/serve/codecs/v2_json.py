@@ -7,7 +7,6 @@ it in). Responses mirror that: outputs asked for in binary follow the JSON heade
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,42 +14,45 @@ import orjson
 
 from kiln.errors import InvalidArgument
 from kiln.serve.codecs.binary import decode_tensor, encode_tensor
-from kiln.serve.codecs.checks import (
-    check_int_range,
-    check_shape,
-    count_elements,
-    parse_datatype,
-)
+from kiln.serve.codecs.checks import check_shape, count_elements, parse_datatype
+from kiln.serve.codecs.json_tensors import json_to_array, loads
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.dataplane import ModelMetadata, ServerMetadata
-from kiln.serve.messages import InferenceRequest, InferenceResponse, RequestedOutput
-from kiln.tensors import DataType, TensorSpec, format_shape
+from kiln.serve.messages import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    RequestedOutput,
+    ServerMetadata,
+)
+from kiln.tensors import DataType, Signature, TensorSpec
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-
-
-def loads(body: bytes | memoryview, what: str = "request body") -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+#: The HTTP header (lower case) giving the length of the JSON part of a binary request.
+HEADER_LENGTH = b"inference-header-content-length"
 
 
 def decode_infer_request(
+    signature: Signature,
     body: bytes,
     *,
     model_name: str,
     model_version: str | None,
-    header_length: int | None,
+    header_length: bytes | int | None,
     limits: DecodeLimits,
-    single_input: Callable[[], TensorSpec] | None = None,
 ) -> InferenceRequest:
-    """Decode a V2 inference request (JSON, JSON + binary, or a raw binary single input)."""
+    """Decode a V2 inference request (JSON, JSON + binary, or a raw binary single input) for
+    a model of ``signature``; ``header_length`` is the ``Inference-Header-Content-Length``
+    header as sent (or its value), ``None`` when there is none."""
     view = memoryview(body)
+    header_length = _header_length(header_length)
     if header_length == 0:
-        if single_input is None:
-            raise InvalidArgument("a raw binary request needs a model with exactly one input")
-        return _raw_binary_request(view, model_name, model_version, single_input(), limits)
+        if len(signature.inputs) != 1:
+            raise InvalidArgument(
+                f"a raw binary request (Inference-Header-Content-Length: 0) needs a model "
+                f"with one input; model '{model_name}' has {len(signature.inputs)}"
+            )
+        return _raw_binary_request(view, model_name, model_version, signature.inputs[0],
+                                   limits)
     if header_length is not None and header_length > len(body):
         raise InvalidArgument(
             f"Inference-Header-Content-Length is {header_length} but the body has only "
@@ -87,6 +89,14 @@ def decode_infer_request(
     )
 
 
+def _header_length(raw: bytes | int | None) -> int | None:
+    if raw is None or isinstance(raw, int):
+        return raw
+    if not raw.isdigit():
+        raise InvalidArgument("Inference-Header-Content-Length must be a non-negative integer")
+    return int(raw)
+
+
 def _decode_input(item: Any, index: int, binary: memoryview,
                   limits: DecodeLimits) -> tuple[str, np.ndarray, int]:
     if not isinstance(item, dict):
@@ -119,94 +129,6 @@ def _decode_input(item: Any, index: int, binary: memoryview,
             "(binary_data_size parameter)"
         )
     return name, json_to_array(item["data"], datatype, shape, count, what=what, limits=limits), 0
-
-
-def json_to_array(data: Any, datatype: DataType, shape: tuple[int, ...], count: int, *,
-                  what: str, limits: DecodeLimits) -> np.ndarray:
-    """JSON ``data`` (nested or flat, row-major) -> array of ``shape``, checking every value."""
-    if not isinstance(data, list):
-        data = [data]
-    depth, probe = 0, data
-    while isinstance(probe, list) and probe:
-        depth += 1
-        if depth > limits.max_json_depth:
-            raise InvalidArgument(f"{what}: data is nested deeper than {limits.max_json_depth}")
-        probe = probe[0]
-    if datatype is DataType.BYTES:
-        return _json_bytes(data, shape, count, what)
-    try:
-        array = np.asarray(data)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(f"{what}: data is ragged or holds values of mixed kinds") from None
-    if array.size != count:
-        raise InvalidArgument(
-            f"{what} declares shape {format_shape(shape)} ({count} elements) but data holds "
-            f"{array.size}"
-        )
-    if array.ndim != 1 and array.shape != shape:
-        raise InvalidArgument(
-            f"{what}: nested data has shape {format_shape(array.shape)}, declared "
-            f"{format_shape(shape)}"
-        )
-    if array.dtype.kind == "f" and datatype.numpy.kind in "iu":
-        return _big_integers(data, shape, datatype, what)
-    return _convert(array, datatype, what).reshape(shape)
-
-
-def _convert(array: np.ndarray, datatype: DataType, what: str) -> np.ndarray:
-    kind = array.dtype.kind
-    if array.size == 0:
-        return array.astype(datatype.numpy)
-    if datatype is DataType.BOOL:
-        if kind != "b":
-            raise InvalidArgument(f"{what}: BOOL data must be true/false")
-        return array
-    if datatype.numpy.kind in "iu":
-        if kind not in "iu":
-            raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
-        check_int_range(array, datatype, what)
-        return array.astype(datatype.numpy)
-    if kind not in "iuf":
-        raise InvalidArgument(f"{what}: {datatype.v2} data must be numbers")
-    return array.astype(datatype.numpy)
-
-
-def _big_integers(data: list[Any], shape: tuple[int, ...], datatype: DataType,
-                  what: str) -> np.ndarray:
-    """Integers past the int64 range (valid UINT64 data), which numpy reads as floats."""
-    values = np.array(data, dtype=object).reshape(-1)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise InvalidArgument(f"{what}: {datatype.v2} data must be integers")
-    try:
-        return np.array(values, dtype=datatype.numpy).reshape(shape)
-    except OverflowError:
-        raise InvalidArgument(f"{what}: a value is outside the range of {datatype.v2}") from None
-
-
-def _json_bytes(data: list[Any], shape: tuple[int, ...], count: int, what: str) -> np.ndarray:
-    flat = _flatten(data, what)
-    if len(flat) != count:
-        raise InvalidArgument(
-            f"{what} declares shape {format_shape(shape)} ({count} elements) but data holds "
-            f"{len(flat)}"
-        )
-    out = np.empty(count, dtype=object)
-    for i, item in enumerate(flat):
-        if not isinstance(item, str):
-            raise InvalidArgument(f"{what}: BYTES data must be strings")
-        out[i] = item.encode("utf-8")
-    return out.reshape(shape)
-
-
-def _flatten(data: list[Any], what: str) -> list[Any]:
-    if not data or not isinstance(data[0], list):
-        return data
-    out: list[Any] = []
-    for part in data:
-        if not isinstance(part, list):
-            raise InvalidArgument(f"{what}: data is ragged")
-        out.extend(_flatten(part, what))
-    return out
 
 
 def _raw_binary_request(body: memoryview, model_name: str, model_version: str | None,
@@ -319,7 +241,3 @@ def encode_model_metadata(meta: ModelMetadata) -> bytes:
 
 def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype.v2, "shape": list(spec.shape)}
-
-
-def encode_error(message: str) -> bytes:
-    return orjson.dumps({"error": message})

@@ -1,7 +1,7 @@
 """Access control for gRPC: a server interceptor in front of every method.
 
 ``GRPC_METHODS`` gives each method its API group (the same groups, and so the same scopes,
-as the HTTP routes: ``kiln.serve.auth.GROUP_SCOPES``) and the request field naming the
+as the HTTP routes: ``kiln.serve.security.auth.GROUP_SCOPES``) and the request field naming the
 model, if any. A method missing from the table is refused when access control is on::
 
     server = grpc.aio.server(interceptors=[AccessInterceptor(access)])
@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 
 from kiln.errors import KilnError
-from kiln.serve.auth import AccessControl, check_model
-from kiln.serve.keys import KeyRecord
 from kiln.serve.protocols.v2_grpc import GRPC_STATUS, SERVICE
+from kiln.serve.security.auth import AccessControl, check_model
+from kiln.serve.security.keys import KeyRecord
 
 _V2 = {
     "ServerLive": ("health", None), "ServerReady": ("health", None),
@@ -47,7 +47,7 @@ GRPC_METHODS: dict[str, tuple[str, str | None]] = {
 }
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Checks the ``authorization`` metadata (``Bearer <key>``) of every call."""
 
     def __init__(self, access: AccessControl) -> None:

@@ -12,12 +12,12 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import orjson
 
 from kiln.errors import InvalidArgument, ResourceExhausted
-
-if TYPE_CHECKING:
-    from kiln.serve.requestlog import RequestRecord
+from kiln.serve.observability.requestlog import RequestRecord
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -33,7 +33,8 @@ class Request:
     headers: dict[bytes, bytes]
     params: dict[str, str]
     body: bytes = b""
-    #: The request id (see ``kiln.serve.requestlog``); a handler may set it when still None.
+    #: The request id (see ``kiln.serve.observability.requestlog``); a handler may set it
+    #: when still None.
     id: str | None = None
     #: The caller's address, when the server knows it.
     client: str | None = None
@@ -53,6 +54,11 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def encode_error(message: str) -> bytes:
+    """An error body as KServe V2 (and tritonclient) expect it: ``{"error": "..."}``."""
+    return orjson.dumps({"error": message})
 
 
 class ClientDisconnected(Exception):

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kiln.errors import ErrorKind, KilnError
-from kiln.serve.auth import AccessControl, check_groups
-from kiln.serve.codecs.v2_json import encode_error
+from kiln.serve.observability.requestlog import RequestIds, RequestObserver, usable_id
 from kiln.serve.protocols.http import (
     ClientDisconnected,
     Receive,
@@ -20,10 +19,11 @@ from kiln.serve.protocols.http import (
     Send,
     check_declared_size,
     decode_body,
+    encode_error,
     receive_body,
     send_response,
 )
-from kiln.serve.requestlog import RequestIds, RequestObserver, usable_id
+from kiln.serve.security.auth import AccessControl, check_groups
 
 log = logging.getLogger("kiln.serve.http")
 

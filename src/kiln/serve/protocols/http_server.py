@@ -1,22 +1,21 @@
 """kiln's HTTP/1.1 connection: httptools parses, ``HttpApp`` answers, one write per response.
 
-uvicorn still binds the sockets, runs TLS and shuts down (``HttpConnection`` has the protocol
-interface its ``Config(http=...)`` takes), but the per-request work is done here. uvicorn's
-own protocol builds an ASGI scope and message dicts for every request, checks every response
-header with a regex, writes the head and the body with two system calls and runs
-proxy-header middleware: on the tiny-model benchmark that was about a fifth of the server's
-CPU (``benchmarks/http_stack.py``). Here the head decides the request (route, access, declared
-size: ``HttpApp.admit``) before any body is kept, the body is collected up to the app's limit,
-and the answer (``HttpApp.answer``) goes out in one write.
+``HttpListener`` (``http_listener``) accepts the connections. A general-purpose server's
+protocol (uvicorn's, say) builds an ASGI scope and message dicts for every request, checks
+every response header with a regex, writes the head and the body with two system calls and
+runs proxy-header middleware: on the tiny-model benchmark that was about a fifth of the
+server's CPU (``benchmarks/http_stack.py``). Here the head decides the request (route,
+access, declared size: ``HttpApp.admit``) before any body is kept, the body is collected up
+to the app's limit, and the answer (``HttpApp.answer``) goes out in one write.
 
-Limits uvicorn lacks are enforced here too, each by closing the connection:
+Limits, each enforced by closing the connection:
 
 * the request line and headers must arrive within ``header_timeout_s`` of the connection
   opening or of the request's first byte (slowloris), and hold at most ``max_header_bytes``
   (431);
 * a body may pause at most ``body_timeout_s`` between two pieces;
-* an idle keep-alive connection is closed after uvicorn's ``timeout_keep_alive``;
-* past ``limit_concurrency`` open connections, a request is answered 503 and its connection
+* an idle keep-alive connection is closed after ``keep_alive_s``;
+* past ``max_connections`` open connections, a request is answered 503 and its connection
   closed.
 
 Pipelined requests are answered in order; reading pauses while one waits behind another or
@@ -29,13 +28,13 @@ import asyncio
 import http
 import logging
 from collections import deque
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote
 
 import httptools
 
-from kiln.serve.codecs.v2_json import encode_error
-from kiln.serve.protocols.http import Response
+from kiln.serve.protocols.http import Response, encode_error
 from kiln.serve.protocols.http_app import Admitted, HttpApp
 
 log = logging.getLogger("kiln.serve.http")
@@ -49,6 +48,31 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
 #: Bodies larger than this are handed to the transport beside the head instead of being
 #: copied into one buffer with it.
 _JOIN_LIMIT = 64 << 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """How long a client may take and how much it may send, per connection."""
+
+    #: Time to send a request's line and headers, from the connection's (or the request's)
+    #: first byte.
+    header_timeout_s: float = 10.0
+    #: Longest pause between two pieces of a body.
+    body_timeout_s: float = 30.0
+    #: How long an idle keep-alive connection stays open.
+    keep_alive_s: float = 30.0
+    max_header_bytes: int = MAX_HEADER_BYTES
+    #: Open connections beyond which requests are answered 503 (None: no limit).
+    max_connections: int | None = None
+
+
+class Connections(Protocol):
+    """What a connection needs of the listener that accepted it."""
+
+    #: The open connections.
+    connections: set[HttpConnection]
+    #: The handlers running now.
+    tasks: set[asyncio.Task[None]]
 
 
 class _Exchange:
@@ -65,19 +89,15 @@ class _Exchange:
 class HttpConnection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    max_header_bytes: int = MAX_HEADER_BYTES
-
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if not isinstance(config.app, HttpApp):
-            raise TypeError("HttpConnection serves kiln's HttpApp only")
-        self.app: HttpApp = config.app
-        self.loop = _loop or asyncio.get_running_loop()
-        self.server_state = server_state
-        self.max_connections: int | None = config.limit_concurrency
-        self.keep_alive_s: float = config.timeout_keep_alive
+    def __init__(self, app: HttpApp, listener: Connections, limits: ConnectionLimits) -> None:
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+        self.listener = listener
+        self.header_timeout_s = limits.header_timeout_s
+        self.body_timeout_s = limits.body_timeout_s
+        self.keep_alive_s = limits.keep_alive_s
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_connections = limits.max_connections
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
@@ -105,14 +125,14 @@ class HttpConnection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.server_state.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+        self.listener.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else None
         self._arm(self.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server_state.connections.discard(self)
+        self.listener.connections.discard(self)
         self._expires = None
         if self._timer is not None:
             self._timer.cancel()
@@ -150,7 +170,13 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._update_reading()
 
-    # -- uvicorn's Server -------------------------------------------------------------
+    # -- the listener -------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close at once, whatever is in flight."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Close now if idle, else after the answer in flight."""
@@ -187,7 +213,7 @@ class HttpConnection(asyncio.Protocol):
         self._arm(self.body_timeout_s)
         headers = dict(self._headers)
         if self.max_connections is not None and \
-                len(self.server_state.connections) > self.max_connections:
+                len(self.listener.connections) > self.max_connections:
             self._step = Response(503, encode_error(
                 f"too many connections (limit {self.max_connections}, --http-max-connections)"),
                 headers=[(b"retry-after", b"1")])
@@ -225,7 +251,6 @@ class HttpConnection(asyncio.Protocol):
         self._expires = None  # the app's time is not bounded here
         if self._closing or self._step is None:
             return
-        self.server_state.total_requests += 1
         body = bytes(self._body) if isinstance(self._body, bytearray) else self._body
         self._queue.append(_Exchange(self._step, body, self.parser.should_keep_alive(),
                                      self.parser.get_method() == b"HEAD"))
@@ -245,8 +270,8 @@ class HttpConnection(asyncio.Protocol):
                 continue
             self._busy = True
             task = self.loop.create_task(self._answer(exchange, exchange.step))
-            self.server_state.tasks.add(task)
-            task.add_done_callback(self.server_state.tasks.discard)
+            self.listener.tasks.add(task)
+            task.add_done_callback(self.listener.tasks.discard)
 
     async def _answer(self, exchange: _Exchange, step: Admitted) -> None:
         try:
@@ -355,12 +380,3 @@ def _encode(response: Response, *, close: bool, head_only: bool) -> bytes | list
         return [b"".join(parts), body]
     parts.append(body)
     return b"".join(parts)
-
-
-def http_connection(*, header_timeout_s: float, body_timeout_s: float,
-                    max_header_bytes: int = MAX_HEADER_BYTES) -> type[asyncio.Protocol]:
-    """The ``HttpConnection`` class with these limits, for ``uvicorn.Config(http=...)``."""
-    return type("KilnHttpConnection", (HttpConnection,), {
-        "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
-        "max_header_bytes": max_header_bytes,
-    })

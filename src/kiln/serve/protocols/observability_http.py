@@ -12,7 +12,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from kiln.errors import InvalidArgument, PermissionDenied
-from kiln.serve.logcontrol import LogControl
+from kiln.serve.observability.logcontrol import LogControl
 from kiln.serve.protocols.http import Request, Response, Route, route
 
 

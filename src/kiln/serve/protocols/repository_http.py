@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from kiln.errors import InvalidArgument
-from kiln.serve.control import IndexRow, ModelControl
+from kiln.serve.core.control import IndexRow, ModelControl
 from kiln.serve.protocols.http import Request, Response, Route, route
 
 GROUP = "repository"

@@ -16,18 +16,25 @@ batching are the V2 path's own), and encodes; errors go through ``HttpApp``'s er
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Protocol
 
-from kiln.errors import NotFound
 from kiln.serve.codecs import tfserving, tfserving_examples
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.dataplane import DataPlane
-from kiln.serve.messages import InferenceRequest, RequestedOutput
-from kiln.serve.model import ModelVersion
+from kiln.serve.core.dataplane import DataPlane
+from kiln.serve.messages import InferenceRequest, InferenceResponse
 from kiln.serve.protocols.http import Handler, Request, Response, Route
-from kiln.tensors import TensorDict
+from kiln.tensors import Signature
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+
+
+class _Codec(Protocol):
+    """A TF Serving codec's decoding function (``decode_predict``, ...)."""
+
+    def __call__(self, signature: Signature, body: bytes, *, model_name: str,
+                 model_version: str | None, limits: DecodeLimits) -> InferenceRequest: ...
 
 
 def _route(method: str, suffix: str, handler: Handler, *, group: str,
@@ -55,61 +62,36 @@ class _Handlers:
 
     async def status(self, request: Request) -> Response:
         name, selector = _model(request)
-        entry = self.plane.registry.entry(name)
-        if selector is None:
-            if not entry.status:
-                reason = f": {entry.reason}" if entry.reason else ""
-                raise NotFound(f"model '{name}' has no versions{reason}")
-            return Response(body=tfserving.encode_model_status(entry.status.values()))
-        number = self.plane.registry.resolve(name, selector)
-        found = entry.status.get(number)
-        if found is None:
-            raise NotFound(f"model '{name}' has no version {number}")
-        return Response(body=tfserving.encode_model_status([found]))
+        return Response(body=tfserving.encode_model_status(
+            self.plane.model_status(name, selector)))
 
     async def metadata(self, request: Request) -> Response:
-        model = self._serving(request)
-        return Response(body=tfserving.encode_model_metadata(model.name, model.version,
-                                                             model.signature))
+        name, selector = _model(request)
+        view = self.plane.model_config(name, selector)
+        return Response(body=tfserving.encode_model_metadata(name, view.version,
+                                                             view.signature))
 
     async def predict(self, request: Request) -> Response:
-        model = self._serving(request)
-        decoded = tfserving.decode_predict(request.body, model.signature,
-                                           model_name=model.name, limits=self.limits)
-        decoded.request.model_version = str(model.version)
-        response = await self.plane.infer(decoded.request)
-        return Response(body=tfserving.encode_predict(response.outputs,
-                                                      row_format=decoded.row_format))
+        decoded, response = await self._infer(request, tfserving.decode_predict)
+        return Response(body=tfserving.encode_predict(
+            response.outputs, row_format=decoded.wire == tfserving.ROW))
 
     async def classify(self, request: Request) -> Response:
-        model = self._serving(request)
-        scores, labels = tfserving_examples.classify_outputs(model.signature, model.name)
-        outputs = await self._run_examples(model, request.body,
-                                           [scores] + ([labels] if labels else []))
+        decoded, response = await self._infer(request, tfserving_examples.decode_classify)
+        scores, labels = decoded.wire
         return Response(body=tfserving_examples.encode_classify(
-            outputs[scores], outputs[labels] if labels else None))
+            response.outputs[scores], response.outputs[labels] if labels else None))
 
     async def regress(self, request: Request) -> Response:
-        model = self._serving(request)
-        output = tfserving_examples.regress_output(model.signature, model.name)
-        outputs = await self._run_examples(model, request.body, [output])
-        return Response(body=tfserving_examples.encode_regress(outputs[output]))
+        decoded, response = await self._infer(request, tfserving_examples.decode_regress)
+        return Response(body=tfserving_examples.encode_regress(response.outputs[decoded.wire]))
 
-    def _serving(self, request: Request) -> ModelVersion:
-        """The version that serves this request; the request then pins it by number, so a
-        version swap cannot come between reading its signature and running it."""
+    async def _infer(self, request: Request, codec: _Codec
+                     ) -> tuple[InferenceRequest, InferenceResponse]:
         name, selector = _model(request)
-        return self.plane.registry.get(name, selector)
-
-    async def _run_examples(self, model: ModelVersion, body: bytes,
-                            outputs: list[str]) -> TensorDict:
-        inputs = tfserving_examples.decode_examples(body, model.signature,
-                                                    model_name=model.name, limits=self.limits)
-        response = await self.plane.infer(InferenceRequest(
-            model_name=model.name, model_version=str(model.version), inputs=inputs,
-            outputs=[RequestedOutput(n) for n in outputs],
-        ))
-        return response.outputs
+        decode = functools.partial(codec, body=request.body, model_name=name,
+                                   model_version=selector, limits=self.limits)
+        return await self.plane.infer(name, selector, decode)
 
 
 def _model(request: Request) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -24,12 +25,19 @@ from google.protobuf import json_format
 
 from kiln.errors import ErrorKind, InvalidArgument, KilnError, Unimplemented
 from kiln.proto import grpc_service_pb2 as pb
+from kiln.repository.pbtxt import config_to_proto
 from kiln.serve.codecs import v2_grpc
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.control import ModelControl
-from kiln.serve.dataplane import DataPlane
-from kiln.serve.repository.pbtxt import config_to_proto
-from kiln.serve.requestlog import RequestIds, RequestObserver, RequestRecord, usable_id
+from kiln.serve.core.control import ModelControl
+from kiln.serve.core.dataplane import DataPlane
+from kiln.serve.messages import InferenceRequest
+from kiln.serve.observability.requestlog import (
+    RequestIds,
+    RequestObserver,
+    RequestRecord,
+    usable_id,
+)
+from kiln.tensors import Signature
 
 log = logging.getLogger("kiln.serve.grpc")
 
@@ -124,10 +132,9 @@ class V2GrpcService:
         return v2_grpc.encode_model_metadata(meta)
 
     async def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
-        model = self.plane.registry.get(request.name, request.version or None)
+        view = self.plane.model_config(request.name, request.version or None)
         return pb.ModelConfigResponse(config=config_to_proto(
-            request.name, model.backend.platform, model.backend.name, model.config,
-            model.signature))
+            view.name, view.platform, view.backend, view.config, view.signature))
 
     async def model_statistics(self, request: pb.ModelStatisticsRequest
                                ) -> pb.ModelStatisticsResponse:
@@ -175,19 +182,15 @@ class V2GrpcService:
 
     async def _infer(self, request: pb.ModelInferRequest,
                      record: RequestRecord | None) -> pb.ModelInferResponse:
-        started = time.monotonic_ns()
-        try:
-            self.plane.check_room(request.model_name, request.model_version or None)
-            decoded = v2_grpc.decode_infer_request(request, limits=self.limits)
-        except Exception as exc:
-            self.plane.reject(request.model_name, request.model_version or None, exc,
-                              time.monotonic_ns() - started)
-            raise
+        name, version = request.model_name, request.model_version or None
+        if not name:
+            raise InvalidArgument("field 'model_name' is required")
+        decode = functools.partial(_decode, message=request, limits=self.limits)
         if record is None:
-            response = await self.plane.infer(decoded)
+            _, response = await self.plane.infer(name, version, decode)
         else:
-            record.model, record.decoded = request.model_name, time.monotonic_ns()
-            response = await self.plane.infer(decoded, timing=record.timing)
+            record.model = name
+            _, response = await self.plane.infer(name, version, decode, timing=record.timing)
             record.version, record.encoding = response.model_version, time.monotonic_ns()
         return v2_grpc.encode_infer_response(response, raw=bool(request.raw_input_contents))
 
@@ -235,6 +238,11 @@ class V2GrpcService:
             echo = pb.ModelInferResponse(model_name=request.model_name,
                                          model_version=request.model_version, id=request.id)
             return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
+
+def _decode(signature: Signature, *, message: pb.ModelInferRequest,
+            limits: DecodeLimits) -> InferenceRequest:
+    return v2_grpc.decode_infer_request(message, limits=limits)
 
 
 def grpc_status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
@@ -302,4 +310,5 @@ def _refuse(message: str) -> Handler:
 
 
 def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()
+    data: bytes = message.SerializeToString()
+    return data

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import orjson
 from google.protobuf.json_format import MessageToDict
 
-from kiln.errors import InvalidArgument
+from kiln.repository.pbtxt import config_to_proto
 from kiln.serve.codecs import v2_json
 from kiln.serve.codecs.limits import DecodeLimits
-from kiln.serve.dataplane import DataPlane
+from kiln.serve.core.dataplane import DataPlane
+from kiln.serve.messages import InferenceRequest
+from kiln.serve.observability.requestlog import usable_id
 from kiln.serve.protocols.http import Request, Response, Route, route
-from kiln.serve.repository.pbtxt import config_to_proto
-from kiln.serve.requestlog import usable_id
-from kiln.tensors import TensorSpec
 
-_HEADER_LENGTH = b"inference-header-content-length"
+_HEADER_LENGTH_NAME = b"Inference-Header-Content-Length"
 
 
 def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
@@ -38,45 +38,43 @@ def v2_routes(plane: DataPlane, limits: DecodeLimits) -> list[Route]:
 
     async def model_ready(request: Request) -> Response:
         name, version = _model(request)
-        plane.registry.entry(name)  # 404 for an unknown model
+        plane.check_model(name)  # 404 for an unknown model
         return Response(200 if plane.model_ready(name, version) else 503)
 
     async def model_config(request: Request) -> Response:
         name, version = _model(request)
-        model = plane.registry.get(name, version)
-        message = config_to_proto(name, model.backend.platform, model.backend.name,
-                                  model.config, model.signature)
+        view = plane.model_config(name, version)
+        message = config_to_proto(view.name, view.platform, view.backend, view.config,
+                                  view.signature)
         return Response(body=orjson.dumps(_ints(MessageToDict(
             message, preserving_proto_field_name=True))))
 
     async def infer(request: Request) -> Response:
         name, version = _model(request)
-        started = time.monotonic_ns()
-        try:
-            plane.check_room(name, version)
-            decoded = v2_json.decode_infer_request(
-                request.body, model_name=name, model_version=version,
-                header_length=_header_length(request), limits=limits,
-                single_input=lambda: _single_input(plane, name, version),
-            )
-        except Exception as exc:
-            plane.reject(name, version, exc, time.monotonic_ns() - started)
-            raise
-        if request.id is None:
-            request.id = usable_id(decoded.id)
+        decode = functools.partial(
+            v2_json.decode_infer_request, body=request.body, model_name=name,
+            model_version=version, limits=limits,
+            header_length=request.header(v2_json.HEADER_LENGTH))
+
+        def name_request(decoded: InferenceRequest) -> None:
+            if request.id is None:
+                request.id = usable_id(decoded.id)
+
         record = request.record
         if record is None:
-            response = await plane.infer(decoded)
+            decoded, response = await plane.infer(name, version, decode,
+                                                  on_decoded=name_request)
         else:
-            record.model, record.decoded = name, time.monotonic_ns()
+            record.model = name
             record.traceparent = _text(request.header(b"traceparent"))
-            response = await plane.infer(decoded, timing=record.timing)
+            decoded, response = await plane.infer(name, version, decode, timing=record.timing,
+                                                  on_decoded=name_request)
             record.version, record.encoding = response.model_version, time.monotonic_ns()
         body, json_length = v2_json.encode_infer_response(response, decoded)
         if json_length is None:
             return Response(body=body)
         return Response(body=body, content_type=b"application/octet-stream",
-                        headers=[(_HEADER_LENGTH.title(), str(json_length).encode())])
+                        headers=[(_HEADER_LENGTH_NAME, str(json_length).encode())])
 
     async def statistics(request: Request) -> Response:
         name, version = request.params.get("model"), request.params.get("version")
@@ -107,26 +105,6 @@ def _model(request: Request) -> tuple[str, str | None]:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
-
-
-def _header_length(request: Request) -> int | None:
-    raw = request.header(_HEADER_LENGTH)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise InvalidArgument("Inference-Header-Content-Length must be a non-negative integer")
-    return int(raw)
-
-
-def _single_input(plane: DataPlane, name: str, version: str | None) -> TensorSpec:
-    signature = plane.registry.get(name, version).signature
-    if len(signature.inputs) != 1:
-        raise InvalidArgument(
-            f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
-            f"input; model '{name}' has {len(signature.inputs)}"
-        )
-    return signature.inputs[0]
-
 
 
 _INT64_FIELDS = {"dims", "versions", "max_queue_delay_microseconds",

@@ -1,0 +1,1 @@
+"""Data shared by bench, optimize and explain: input files and datasets, quality metrics."""

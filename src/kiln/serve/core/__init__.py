@@ -1,0 +1,1 @@
+"""The transport-neutral serving core: data plane, registry, model versions, batching."""

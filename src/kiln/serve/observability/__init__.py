@@ -1,0 +1,1 @@
+"""Seeing into the server: Prometheus metrics, the request log, tracing, log settings."""
